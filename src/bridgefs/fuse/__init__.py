@@ -1,0 +1,1 @@
+"""The FUSE kernel protocol, spoken over /dev/fuse without libfuse."""

@@ -1,0 +1,248 @@
+"""A mounted filesystem at work: worker threads read requests from /dev/fuse, dispatch, reply.
+
+Each worker reads its own clone of the device fd, so a slow request holds up only its own thread.
+This module and device.py are the only ones that do I/O on the FUSE connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+
+from . import abi, device
+from .dispatch import Dispatcher
+from .filesystem import Context, FileSystem
+from .negotiate import Tuning
+from .replies import Reply, error_frame, frame
+from .requests import Interrupt, Malformed, decode
+
+log = logging.getLogger(__name__)
+
+# After a lazy unmount, how long processes still inside the mount are served before the
+# connection is cut.
+BUSY_GRACE_SECONDS = 2.0
+
+
+class OpStats:
+    """Requests of one opcode: how many and how long they took (ns), per worker, summed on read."""
+
+    __slots__ = ("count", "nanos", "errors")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.nanos = 0
+        self.errors = 0
+
+
+class Session:
+    def __init__(self, fs: FileSystem, mountpoint: str, *, workers: int = 4,
+                 tuning: Tuning | None = None, options: device.MountOptions | None = None):
+        self.fs = fs
+        self.mountpoint = os.path.realpath(mountpoint)
+        self.tuning = tuning or Tuning()
+        self.options = options or device.MountOptions()
+        self.dispatcher = Dispatcher(fs, self.tuning)
+        self.worker_count = max(1, workers)
+        self.ready = threading.Event()  # INIT answered
+        self.finished = threading.Event()  # connection gone (unmounted, aborted, DESTROY)
+        self._stop = threading.Event()
+        self._fds: list[int] = []
+        self._threads: list[threading.Thread] = []
+        self._inflight: dict[int, Context] = {}
+        self._stats: list[dict[int, OpStats]] = []
+        self._conn: int | None = None
+        self._closed = False
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def start(self) -> "Session":
+        fd = device.mount(self.mountpoint, self.options)
+        self._fds.append(fd)
+        self._conn = device.connection_id(self.mountpoint)
+        try:
+            for _ in range(self.worker_count - 1):
+                self._fds.append(device.clone(fd))
+        except OSError as exc:
+            log.warning("cannot clone /dev/fuse (%s): serving with one reader", exc)
+        for i, wfd in enumerate(self._fds):
+            stats: dict[int, OpStats] = defaultdict(OpStats)
+            self._stats.append(stats)
+            t = threading.Thread(target=self._worker, args=(wfd, stats), daemon=True,
+                                 name=f"fuse-worker-{i}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        return self.ready.wait(timeout)
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM or until the filesystem is unmounted, then clean up."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not (self._stop.is_set() or self.finished.is_set()):
+                self._stop.wait(0.2)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Unmount (lazily, with a warning, when busy) and stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.finished.is_set() and device.is_mounted(self.mountpoint):
+            try:
+                device.unmount(self.mountpoint)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    log.error("unmount of %s failed: %s", self.mountpoint, exc)
+                log.warning("%s is busy: detaching it lazily; processes still using it are served "
+                            "for %.0f s, then get ENOTCONN", self.mountpoint, BUSY_GRACE_SECONDS)
+                try:
+                    device.unmount(self.mountpoint, lazy=True)
+                except OSError as exc2:
+                    log.error("lazy unmount of %s failed: %s", self.mountpoint, exc2)
+                if not self.finished.wait(BUSY_GRACE_SECONDS) and self._conn is not None:
+                    device.abort_connection(self._conn)
+        elif self._conn is not None and not self.finished.is_set():
+            device.abort_connection(self._conn)
+        for t in self._threads:
+            t.join(timeout=5)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        try:
+            self.fs.destroy()
+        except Exception:
+            log.exception("destroy failed")
+
+    def __enter__(self) -> "Session":
+        self.start()
+        if not self.wait_ready():
+            self.close()
+            raise TimeoutError(f"kernel did not send INIT for {self.mountpoint}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- notifications --------------------------------------------------------------------------
+    def notify(self, chunks: list[bytes]) -> bool:
+        """Send a notification (see notify.py).  False when the kernel knew nothing to drop."""
+        if not self._fds:
+            return False
+        try:
+            os.writev(self._fds[0], chunks)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):
+                log.warning("notification failed: %s", exc)
+            return False
+
+    # --- statistics -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, tuple[int, int, int]]:
+        """opcode name -> (requests, total ns, errors), summed over workers."""
+        total: dict[str, list[int]] = {}
+        for per_worker in self._stats:
+            for op, s in list(per_worker.items()):
+                name = abi.Op(op).name if op in abi.Op._value2member_map_ else str(op)
+                acc = total.setdefault(name, [0, 0, 0])
+                acc[0] += s.count
+                acc[1] += s.nanos
+                acc[2] += s.errors
+        return {k: (v[0], v[1], v[2]) for k, v in total.items()}
+
+    def reset_stats(self) -> None:
+        for per_worker in self._stats:
+            per_worker.clear()
+
+    def count(self, opname: str) -> int:
+        return self.stats().get(opname, (0, 0, 0))[0]
+
+    # --- the request loop ---------------------------------------------------------------------
+    def _worker(self, fd: int, stats: dict[int, OpStats]) -> None:
+        buf = bytearray(self.tuning.max_write + 4096)
+        view = memoryview(buf)
+        while True:
+            try:
+                n = os.readv(fd, [buf])
+            except OSError as exc:
+                if exc.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
+                    continue  # ENOENT: the request was interrupted before we read it
+                if exc.errno not in (errno.ENODEV, errno.EBADF):
+                    log.error("reading /dev/fuse failed: %s", exc)
+                break
+            if n == 0:
+                break
+            self._serve(fd, view[:n], stats)
+            if self.dispatcher.destroyed:
+                break
+        self.finished.set()
+
+    def _serve(self, fd: int, raw: memoryview, stats: dict[int, OpStats]) -> None:
+        started = time.perf_counter_ns()
+        req = decode(raw)
+        if isinstance(req, Malformed):
+            log.warning("malformed request (opcode %d): %s", req.opcode, req.reason)
+            if req.unique is not None:
+                self._write(fd, error_frame(req.unique, req.errno), None)
+            return
+        h = req.header
+        if isinstance(req, Interrupt):
+            self._interrupt(fd, req)
+            return
+        ctx = Context(h.uid, h.gid, h.pid, h.unique)
+        self._inflight[h.unique] = ctx
+        reply: Reply | None = None
+        failed = False
+        try:
+            reply = self.dispatcher.handle(req, ctx)
+            chunks = frame(h.unique, reply) if reply is not None else None
+        except OSError as exc:
+            failed = True
+            chunks = error_frame(h.unique, exc.errno or errno.EIO)
+        except Exception:
+            failed = True
+            log.exception("%s on node %d failed", type(req).__name__, h.nodeid)
+            chunks = error_frame(h.unique, errno.EIO)
+        finally:
+            del self._inflight[h.unique]
+        if chunks is not None and not req.NO_REPLY:
+            self._write(fd, chunks, reply)
+        if h.opcode == abi.Op.INIT and not failed:
+            self.ready.set()
+        s = stats[h.opcode]
+        s.count += 1
+        s.nanos += time.perf_counter_ns() - started
+        s.errors += failed
+
+    def _interrupt(self, fd: int, req: Interrupt) -> None:
+        ctx = self._inflight.get(req.target)
+        if ctx is not None:
+            ctx.interrupted.set()
+        else:
+            # Not (yet) being served here: EAGAIN makes the kernel send the interrupt again
+            # (or drop it, if the request has finished meanwhile).
+            self._write(fd, error_frame(req.header.unique, errno.EAGAIN), None)
+
+    def _write(self, fd: int, chunks: list[bytes], reply: Reply | None) -> None:
+        try:
+            os.writev(fd, chunks)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                # The request was interrupted and is gone: the kernel never saw these entries.
+                self.dispatcher.uncount(reply)
+            elif exc.errno not in (errno.ENODEV, errno.EBADF):
+                log.error("writing a reply failed: %s", exc)
