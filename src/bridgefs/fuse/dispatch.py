@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 from . import abi
@@ -17,11 +18,21 @@ from .filesystem import TIME_NOW, Context, FileSystem, FsError, Lock, SetAttr
 from .lookups import LookupCounts
 from .negotiate import Negotiated, Tuning, negotiate
 from .replies import (AttrOut, BmapOut, CreateOut, Data, Empty, EntryOut, IoctlOut, LkOut, LseekOut,
-                      OpenOut, PollOut, Reply, StatFsOut, WriteOut, XattrSize)
+                      OpenOut, PollOut, Reply, StatFsOut, WriteOut, XattrSize, error_frame, frame)
 
 log = logging.getLogger(__name__)
 
 XATTR_SIZE_MAX = 65536
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to do with one frame: write ``chunks`` (None: nothing to write)."""
+
+    chunks: list[bytes] | None
+    reply: Reply | None
+    opcode: int
+    failed: bool
 
 
 class Dispatcher:
@@ -37,6 +48,45 @@ class Dispatcher:
         }
         self._table[abi.Op.INIT] = self.do_init
         self._table[abi.Op.BATCH_FORGET] = self.do_batch_forget
+        self._inflight: dict[int, Context] = {}
+
+    def respond(self, raw: bytes | memoryview) -> Outcome:
+        """One frame from the kernel -> what to answer.  Never raises: garbage becomes an errno
+        reply, or a logged drop when not even the request id can be read."""
+        req = rq.decode(raw)
+        if isinstance(req, rq.Malformed):
+            log.warning("malformed request (opcode %d): %s", req.opcode, req.reason)
+            chunks = None if req.unique is None else error_frame(req.unique, req.errno)
+            return Outcome(chunks, None, req.opcode, True)
+        h = req.header
+        if isinstance(req, rq.Interrupt):
+            return Outcome(self._interrupt(req), None, h.opcode, False)
+        ctx = Context(h.uid, h.gid, h.pid, h.unique)
+        self._inflight[h.unique] = ctx
+        reply: Reply | None = None
+        try:
+            reply = self.handle(req, ctx)
+            chunks = frame(h.unique, reply) if reply is not None else None
+            failed = False
+        except OSError as exc:
+            chunks, failed = error_frame(h.unique, exc.errno or errno.EIO), True
+        except Exception:
+            log.exception("%s on node %d failed", type(req).__name__, h.nodeid)
+            chunks, failed = error_frame(h.unique, errno.EIO), True
+        finally:
+            del self._inflight[h.unique]
+        if req.NO_REPLY:
+            chunks = None
+        return Outcome(chunks, reply, h.opcode, failed)
+
+    def _interrupt(self, req: rq.Interrupt) -> list[bytes] | None:
+        ctx = self._inflight.get(req.target)
+        if ctx is not None:
+            ctx.interrupted.set()
+            return None
+        # Not (yet) being served: EAGAIN makes the kernel send the interrupt again (or drop it,
+        # if the request has finished meanwhile).
+        return error_frame(req.header.unique, errno.EAGAIN)
 
     def handle(self, req: rq.Request, ctx: Context) -> Reply | None:
         """The reply for ``req`` (None for requests that take none).  Raises OSError for errno."""

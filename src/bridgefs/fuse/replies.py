@@ -17,7 +17,8 @@ def split_timeout(seconds: float) -> tuple[int, int]:
     if seconds <= 0:
         return 0, 0
     whole = int(seconds)
-    return whole, min(int((seconds - whole) * 1e9), 999_999_999)
+    nsec = round((seconds - whole) * 1e9)
+    return (whole + 1, 0) if nsec >= 10**9 else (whole, nsec)
 
 
 def join_timeout(whole: int, nsec: int) -> float:

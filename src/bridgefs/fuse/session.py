@@ -16,10 +16,9 @@ from collections import defaultdict
 
 from . import abi, device
 from .dispatch import Dispatcher
-from .filesystem import Context, FileSystem
+from .filesystem import FileSystem
 from .negotiate import Tuning
-from .replies import Reply, error_frame, frame
-from .requests import Interrupt, Malformed, decode
+from .replies import Reply
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ class Session:
         self._stop = threading.Event()
         self._fds: list[int] = []
         self._threads: list[threading.Thread] = []
-        self._inflight: dict[int, Context] = {}
         self._stats: list[dict[int, OpStats]] = []
         self._conn: int | None = None
         self._closed = False
@@ -193,49 +191,15 @@ class Session:
 
     def _serve(self, fd: int, raw: memoryview, stats: dict[int, OpStats]) -> None:
         started = time.perf_counter_ns()
-        req = decode(raw)
-        if isinstance(req, Malformed):
-            log.warning("malformed request (opcode %d): %s", req.opcode, req.reason)
-            if req.unique is not None:
-                self._write(fd, error_frame(req.unique, req.errno), None)
-            return
-        h = req.header
-        if isinstance(req, Interrupt):
-            self._interrupt(fd, req)
-            return
-        ctx = Context(h.uid, h.gid, h.pid, h.unique)
-        self._inflight[h.unique] = ctx
-        reply: Reply | None = None
-        failed = False
-        try:
-            reply = self.dispatcher.handle(req, ctx)
-            chunks = frame(h.unique, reply) if reply is not None else None
-        except OSError as exc:
-            failed = True
-            chunks = error_frame(h.unique, exc.errno or errno.EIO)
-        except Exception:
-            failed = True
-            log.exception("%s on node %d failed", type(req).__name__, h.nodeid)
-            chunks = error_frame(h.unique, errno.EIO)
-        finally:
-            del self._inflight[h.unique]
-        if chunks is not None and not req.NO_REPLY:
-            self._write(fd, chunks, reply)
-        if h.opcode == abi.Op.INIT and not failed:
+        out = self.dispatcher.respond(raw)
+        if out.chunks is not None:
+            self._write(fd, out.chunks, out.reply)
+        if out.opcode == abi.Op.INIT and not out.failed:
             self.ready.set()
-        s = stats[h.opcode]
+        s = stats[out.opcode]
         s.count += 1
         s.nanos += time.perf_counter_ns() - started
-        s.errors += failed
-
-    def _interrupt(self, fd: int, req: Interrupt) -> None:
-        ctx = self._inflight.get(req.target)
-        if ctx is not None:
-            ctx.interrupted.set()
-        else:
-            # Not (yet) being served here: EAGAIN makes the kernel send the interrupt again
-            # (or drop it, if the request has finished meanwhile).
-            self._write(fd, error_frame(req.header.unique, errno.EAGAIN), None)
+        s.errors += out.failed
 
     def _write(self, fd: int, chunks: list[bytes], reply: Reply | None) -> None:
         try:
