@@ -122,6 +122,16 @@ def connection_id(mountpoint: str) -> int | None:
     return found
 
 
+def set_readahead(conn: int, nbytes: int) -> None:
+    """Let sequential reads fetch ``nbytes`` ahead: the kernel keeps its 128 KiB default for a
+    FUSE mount whatever max_readahead the daemon agreed to."""
+    try:
+        with open(f"/sys/class/bdi/0:{conn}/read_ahead_kb", "w") as f:
+            f.write(str(nbytes // 1024))
+    except OSError as exc:
+        log.debug("cannot set readahead of connection %d: %s", conn, exc)
+
+
 def abort_connection(conn: int) -> bool:
     """Fail every pending and future request of a connection (as if the daemon had died)."""
     try:

@@ -95,7 +95,9 @@ class Opened:
     """The answer to open/opendir/create: a handle plus the kernel cache behaviour for this open."""
 
     fh: int = 0
-    keep_cache: bool = False  # FOPEN_KEEP_CACHE: do not drop the page cache on this open
+    # FOPEN_KEEP_CACHE: do not drop the page cache on this open (for a directory: the cached
+    # listing, so a directory cached across opens needs both flags)
+    keep_cache: bool = False
     cache_dir: bool = False  # FOPEN_CACHE_DIR: the kernel may cache the listing
     direct_io: bool = False  # FOPEN_DIRECT_IO: bypass the page cache
     nonseekable: bool = False  # FOPEN_NONSEEKABLE

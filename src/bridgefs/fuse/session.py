@@ -195,6 +195,8 @@ class Session:
         if out.chunks is not None:
             self._write(fd, out.chunks, out.reply)
         if out.opcode == abi.Op.INIT and not out.failed:
+            if self._conn is not None:
+                device.set_readahead(self._conn, self.tuning.max_readahead)
             self.ready.set()
         s = stats[out.opcode]
         s.count += 1

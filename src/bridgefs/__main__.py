@@ -1,0 +1,66 @@
+"""The ``bridgefs`` command: serve shares on a host, mount them in a VM, or both at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def _add_fuse_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=8, help="threads reading /dev/fuse (default 8)")
+    p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--writeback-cache", action="store_true",
+                   help="let the kernel gather writes in its page cache")
+
+
+def _fuse_config(args: argparse.Namespace):
+    from .fuse.device import MountOptions
+    from .fuse.negotiate import Tuning
+
+    options = MountOptions(allow_other=args.allow_other, read_only=args.read_only)
+    return options, Tuning(writeback_cache=args.writeback_cache)
+
+
+def cmd_memfs(args: argparse.Namespace) -> int:
+    from .fuse.session import Session
+    from .memfs import MemFS
+
+    options, tuning = _fuse_config(args)
+    session = Session(MemFS(), args.mountpoint, workers=args.workers, tuning=tuning,
+                      options=options)
+    session.start()
+    logging.getLogger("bridgefs").info("memfs mounted at %s; Ctrl-C unmounts", args.mountpoint)
+    session.serve_forever()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridgefs", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bridgefs {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("memfs", help="mount an in-memory filesystem (for trying FUSE out)")
+    p.add_argument("mountpoint")
+    _add_fuse_options(p)
+    p.set_defaults(func=cmd_memfs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="bridgefs: %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except OSError as exc:
+        logging.getLogger("bridgefs").error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
