@@ -32,9 +32,8 @@ def cmd_memfs(args: argparse.Namespace) -> int:
     options, tuning = _fuse_config(args)
     session = Session(MemFS(), args.mountpoint, workers=args.workers, tuning=tuning,
                       options=options)
-    session.start()
-    logging.getLogger("bridgefs").info("memfs mounted at %s; Ctrl-C unmounts", args.mountpoint)
-    session.serve_forever()
+    session.run(on_ready=lambda: logging.getLogger("bridgefs").info(
+        "memfs mounted at %s; Ctrl-C unmounts", args.mountpoint))
     return 0
 
 

@@ -132,8 +132,18 @@ def set_readahead(conn: int, nbytes: int) -> None:
         log.debug("cannot set readahead of connection %d: %s", conn, exc)
 
 
+FUSECTL = "/sys/fs/fuse/connections"
+
+
 def abort_connection(conn: int) -> bool:
-    """Fail every pending and future request of a connection (as if the daemon had died)."""
+    """Fail every pending and future request of a connection (as if the daemon had died).
+
+    Goes through the fusectl filesystem, which is mounted here first when the system has not.
+    """
+    if not os.path.exists(f"{FUSECTL}/{conn}") and os.geteuid() == 0:
+        ret = _libc.mount(b"fusectl", FUSECTL.encode(), b"fusectl", 0, None)
+        if ret != 0:
+            log.warning("cannot mount fusectl at %s: %s", FUSECTL, os.strerror(ctypes.get_errno()))
     try:
         with open(f"/sys/fs/fuse/connections/{conn}/abort", "w") as f:
             f.write("1")

@@ -78,11 +78,21 @@ class Session:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self.ready.wait(timeout)
 
-    def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM or until the filesystem is unmounted, then clean up."""
+    def run(self, on_ready=None) -> None:
+        """Mount and serve until SIGINT/SIGTERM or until unmounted elsewhere, then clean up.
+
+        The signal handlers go in before the mount, so a signal never leaves a mount behind.
+        """
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        if on_ready is not None and self.wait_ready():
+            on_ready()
+        self.serve_forever()
+
+    def serve_forever(self) -> None:
+        """Serve until stopped or until the filesystem is unmounted, then clean up."""
         try:
             while not (self._stop.is_set() or self.finished.is_set()):
                 self._stop.wait(0.2)
@@ -113,8 +123,9 @@ class Session:
                     device.abort_connection(self._conn)
         elif self._conn is not None and not self.finished.is_set():
             device.abort_connection(self._conn)
+        deadline = time.monotonic() + 5
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         for fd in self._fds:
             try:
                 os.close(fd)
@@ -192,16 +203,17 @@ class Session:
     def _serve(self, fd: int, raw: memoryview, stats: dict[int, OpStats]) -> None:
         started = time.perf_counter_ns()
         out = self.dispatcher.respond(raw)
-        if out.chunks is not None:
-            self._write(fd, out.chunks, out.reply)
-        if out.opcode == abi.Op.INIT and not out.failed:
-            if self._conn is not None:
-                device.set_readahead(self._conn, self.tuning.max_readahead)
-            self.ready.set()
+        # Counted before the reply goes out, so that whoever waits on the reply sees the count.
         s = stats[out.opcode]
         s.count += 1
         s.nanos += time.perf_counter_ns() - started
         s.errors += out.failed
+        if out.opcode == abi.Op.INIT and not out.failed and self._conn is not None:
+            device.set_readahead(self._conn, self.tuning.max_readahead)
+        if out.chunks is not None:
+            self._write(fd, out.chunks, out.reply)
+        if out.opcode == abi.Op.INIT and not out.failed:
+            self.ready.set()
 
     def _write(self, fd: int, chunks: list[bytes], reply: Reply | None) -> None:
         try:
