@@ -26,14 +26,29 @@ def _fuse_config(args: argparse.Namespace):
 
 
 def cmd_memfs(args: argparse.Namespace) -> int:
-    from .fuse.session import Session
+    from .daemon import serve_mount
     from .memfs import MemFS
 
     options, tuning = _fuse_config(args)
-    session = Session(MemFS(), args.mountpoint, workers=args.workers, tuning=tuning,
-                      options=options)
-    session.run(on_ready=lambda: logging.getLogger("bridgefs").info(
-        "memfs mounted at %s; Ctrl-C unmounts", args.mountpoint))
+    serve_mount(MemFS(), args.mountpoint, workers=args.workers, options=options, tuning=tuning)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .control import ask
+
+    answer = ask(args.mountpoint, "stats", reset=args.reset)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print(f"{'request':<16}{'count':>10}{'total ms':>12}{'mean us':>10}{'errors':>8}")
+    for op, s in answer.get("fuse", {}).items():
+        mean = s["total_ms"] * 1000 / s["count"] if s["count"] else 0
+        print(f"{op:<16}{s['count']:>10}{s['total_ms']:>12.1f}{mean:>10.0f}{s['errors']:>8}")
+    for op, s in answer.get("rpc", {}).items():
+        print(f"rpc {op:<12}{s['count']:>10}{s['total_ms']:>12.1f}")
     return 0
 
 
@@ -47,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint")
     _add_fuse_options(p)
     p.set_defaults(func=cmd_memfs)
+
+    p = sub.add_parser("stats", help="requests a mount received and the round trips they cost")
+    p.add_argument("mountpoint")
+    p.add_argument("--reset", action="store_true", help="start counting again from zero")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_stats)
     return parser
 
 

@@ -1,6 +1,7 @@
 """The session under load and at its edges: threads, slow requests, interrupts, forgets, exit."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -189,6 +190,9 @@ def test_cli_unmounts_cleanly_on_signal(tmp_path, sig):
     try:
         _wait_mounted(mnt, proc)
         (mnt / "hello").write_text("hi")
+        stats = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"],
+                               capture_output=True, text=True, check=True)
+        assert json.loads(stats.stdout)["fuse"]["CREATE"]["count"] == 1
         proc.send_signal(sig)
         assert proc.wait(15) == 0
         assert not device.is_mounted(str(mnt))
