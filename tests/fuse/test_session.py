@@ -3,9 +3,12 @@
 import errno
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -223,5 +226,50 @@ def test_cli_detaches_a_busy_mount_with_a_warning(tmp_path):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+        if device.is_mounted(str(mnt)):
+            device.unmount(str(mnt), lazy=True)
+
+
+@pytest.fixture
+def world_visible_dir():
+    """A directory outside pytest's root-only tmp tree, so another user can reach it."""
+    path = tempfile.mkdtemp(prefix="bridgefs-nr-")
+    os.chmod(path, 0o755)
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_unprivileged_mount_goes_through_fusermount3(world_visible_dir):
+    """A user who is not root mounts through the setuid fusermount3, which passes the fd back."""
+    require_fuse()
+    python = "/usr/bin/python3"  # the venv's interpreter may live under a root-only home
+    if not os.path.exists("/usr/bin/fusermount3") or not os.path.exists(python):
+        pytest.fail("fusermount3 (Debian fuse3) and /usr/bin/python3 are needed")
+    nobody = 65534
+    mnt = world_visible_dir / "m"
+    mnt.mkdir()
+    os.chown(mnt, nobody, nobody)
+    # fusermount3 opens /dev/fuse as the calling user; some machines keep it root-only.
+    old_mode = os.stat("/dev/fuse").st_mode & 0o777
+    os.chmod("/dev/fuse", 0o666)
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "src")
+    as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
+    proc = subprocess.Popen(as_nobody + ["env", f"PYTHONPATH={src}", python, "-m", "bridgefs",
+                                         "memfs", str(mnt)], stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_mounted(mnt, proc)
+        out = subprocess.run(as_nobody + ["sh", "-c", f"echo hi > {mnt}/a && cat {mnt}/a"],
+                             capture_output=True, text=True, timeout=20)
+        assert out.stdout == "hi\n", out.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        assert not device.is_mounted(str(mnt))
+    finally:
+        os.chmod("/dev/fuse", old_mode)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if device.is_mounted(str(mnt)):
             device.unmount(str(mnt), lazy=True)
