@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -41,3 +45,41 @@ def mounted(fs: FileSystem, mountpoint: pathlib.Path, *, workers: int = 4,
         session.close()
         if device.is_mounted(str(mountpoint)):
             device.unmount(str(mountpoint), lazy=True)
+
+
+def wait_mounted(mountpoint: pathlib.Path, proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Wait for the mount to appear (read from the mount table: a stat could wait on INIT)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if device.is_mounted(str(mountpoint)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise AssertionError(f"{proc.args} did not mount {mountpoint}")
+
+
+@contextlib.contextmanager
+def mounted_by(args: list[str], mountpoint: pathlib.Path, timeout: float = 20):
+    """Run ``bridgefs ARGS`` in its own process (as in real use: no interpreter lock shared with
+    the test, whose memory-mapped page faults would otherwise stall it) until the test ends."""
+    require_fuse()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bridgefs", *args])
+    try:
+        wait_mounted(mountpoint, proc, timeout)
+        yield proc
+    finally:
+        stop_process(proc)
+        if device.is_mounted(str(mountpoint)):
+            device.unmount(str(mountpoint), lazy=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -180,6 +180,9 @@ class Node:
             self.atime = now
 
 
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
+
+
 class MemFS(FileSystem):
     def __init__(self, entry_timeout: float = 1.0, attr_timeout: float = 1.0,
                  negative_timeout: float = 0.0, keep_cache: bool = False, cache_dir: bool = False):
@@ -519,6 +522,8 @@ class MemFS(FileSystem):
     def setxattr(self, ctx: Context, ino: int, name: bytes, value: bytes, flags: int) -> None:
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FsError(errno.EINVAL)
+        if not name.startswith(XATTR_NAMESPACES):
+            raise FsError(errno.EOPNOTSUPP)  # as Linux filesystems answer an unknown namespace
         with self._lock:
             node = self._node(ino)
             if flags & XATTR_CREATE and name in node.xattrs:
