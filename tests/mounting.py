@@ -83,3 +83,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None = None):
+    """`bridgefs serve` in its own process; yields the bound address (tcp port 0 resolved).
+
+    ``wrap`` prefixes the command (e.g. unshare, to give the server a view of its own)."""
+    args = [sys.executable, "-m", "bridgefs", "serve", "--listen", listen]
+    for name, path in shares.items():
+        args += ["--share", f"{name}={path}"]
+    proc = subprocess.Popen((wrap or []) + args, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line, f"server did not start: {line!r}"
+        yield line.split("listening on", 1)[1].strip(), proc
+    finally:
+        stop_process(proc)
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def remote_mount(address: str, share: str, mountpoint: pathlib.Path, *extra: str):
+    """`bridgefs mount --foreground` of a served share; always unmounted afterwards."""
+    with mounted_by(["mount", address, share, str(mountpoint), "--foreground", *extra],
+                    mountpoint) as proc:
+        yield proc

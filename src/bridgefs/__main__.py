@@ -17,6 +17,15 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
                    help="let the kernel gather writes in its page cache")
 
 
+def _add_remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uid", type=int, help="present every file as owned by this uid")
+    p.add_argument("--gid", type=int, help="present every file as owned by this gid")
+    p.add_argument("--entry-timeout", type=float, default=1.0,
+                   help="seconds the kernel may trust a name (default 1)")
+    p.add_argument("--attr-timeout", type=float, default=1.0,
+                   help="seconds the kernel may trust attributes (default 1)")
+
+
 def _fuse_config(args: argparse.Namespace):
     from .fuse.device import MountOptions
     from .fuse.negotiate import Tuning
@@ -31,6 +40,50 @@ def cmd_memfs(args: argparse.Namespace) -> int:
 
     options, tuning = _fuse_config(args)
     serve_mount(MemFS(), args.mountpoint, workers=args.workers, options=options, tuning=tuning)
+    return 0
+
+
+def _remote_fs(args: argparse.Namespace, address: str, share: str):
+    from .client.remote import RemoteFileSystem
+
+    return RemoteFileSystem(address, share, entry_timeout=args.entry_timeout,
+                            attr_timeout=args.attr_timeout, uid=args.uid, gid=args.gid,
+                            read_only=args.read_only)
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from .daemon import serve_mount, spawn_background
+
+    if not args.foreground:
+        return spawn_background(sys.argv[1:] + ["--foreground"], args.mountpoint)
+    fs = _remote_fs(args, args.address, args.share)
+    options, tuning = _fuse_config(args)
+    serve_mount(fs, args.mountpoint, workers=args.workers, options=options, tuning=tuning)
+    return 0
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    import os
+
+    from .fuse import device
+
+    try:
+        device.unmount(os.path.realpath(args.mountpoint), lazy=args.lazy)
+    except OSError as exc:
+        hint = " (files are open there; --lazy detaches it now)" if "busy" in str(exc).lower() \
+            or getattr(exc, "errno", 0) == 16 else ""
+        logging.getLogger("bridgefs").error("cannot unmount %s: %s%s", args.mountpoint, exc, hint)
+        return 1
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import private_server, serve_mount
+
+    options, tuning = _fuse_config(args)
+    with private_server(args.hostdir) as address:
+        fs = _remote_fs(args, address, "share")
+        serve_mount(fs, args.mountpoint, workers=args.workers, options=options, tuning=tuning)
     return 0
 
 
@@ -63,6 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fuse_options(p)
     p.set_defaults(func=cmd_memfs)
 
+    # Listed for --help; main() hands "serve ..." to the server's own parser before this one.
+    sub.add_parser("serve", help="serve host folders (run on the host): serve --help",
+                   add_help=False)
+
+    p = sub.add_parser("mount", help="mount a served share (run in the VM)")
+    p.add_argument("address", help="vsock:CID:PORT, unix:PATH or tcp:HOST:PORT")
+    p.add_argument("share", help="the share's name, as given to serve --share NAME=PATH")
+    p.add_argument("mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (default: return once mounted)")
+    _add_fuse_options(p)
+    _add_remote_options(p)
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="unmount a bridgefs mount")
+    p.add_argument("mountpoint")
+    p.add_argument("-z", "--lazy", action="store_true", help="detach now even if busy")
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser("run", help="share HOSTDIR at MOUNTPOINT on this machine, until Ctrl-C")
+    p.add_argument("hostdir")
+    p.add_argument("mountpoint")
+    _add_fuse_options(p)
+    _add_remote_options(p)
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("stats", help="requests a mount received and the round trips they cost")
     p.add_argument("mountpoint")
     p.add_argument("--reset", action="store_true", help="start counting again from zero")
@@ -72,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the server has its own parser (it also runs without the client)
+        from .server.main import serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="bridgefs: %(levelname)s %(message)s")

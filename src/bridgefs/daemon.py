@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
-from typing import Any, Callable
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterator
 
 from .control import ControlServer
-from .fuse.device import MountOptions
+from .control import socket_path
+from .fuse.device import MountOptions, is_mounted
 from .fuse.filesystem import FileSystem
 from .fuse.negotiate import Tuning
 from .fuse.session import Session
@@ -55,3 +65,61 @@ def serve_mount(fs: FileSystem, mountpoint: str, *, workers: int = 8,
         log.info("unmounted %s", session.mountpoint)
     finally:
         control.close()
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when the parent dies, so no server outlives its mount."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def private_server(hostdir: str) -> Iterator[str]:
+    """A bridgefs server for ``hostdir`` alone, in its own process (as it would run on a host),
+    on a unix socket in a private directory; yields the address and removes everything after."""
+    if not os.path.isdir(hostdir):
+        raise OSError(f"{hostdir} is not a directory")
+    private = tempfile.mkdtemp(prefix="bridgefs-run-")
+    address = f"unix:{os.path.join(private, 'server.sock')}"
+    # Its own session: Ctrl-C in the terminal reaches only the client, which stops the server
+    # after unmounting (processes still inside a busy mount are served until then).
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bridgefs", "serve", "--share", f"share={os.path.abspath(hostdir)}",
+         "--listen", address], stdout=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_die_with_parent)
+    try:
+        line = server.stdout.readline()
+        if "listening on" not in line:
+            raise OSError(f"the bridgefs server did not start (exit status {server.wait()})")
+        yield address
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        server.stdout.close()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def spawn_background(argv: list[str], mountpoint: str, timeout: float = 30.0) -> int:
+    """Start ``bridgefs ARGV`` detached and return once its mount is up (or it failed)."""
+    mountpoint = os.path.realpath(mountpoint)
+    log_path = socket_path(mountpoint)[: -len(".sock")] + ".log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "bridgefs", *argv], stdin=subprocess.DEVNULL,
+                                stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            log.info("mounted at %s (pid %d, log %s)", mountpoint, proc.pid, log_path)
+            return 0
+        if proc.poll() is not None:
+            with open(log_path) as f:
+                sys.stderr.write(f.read())
+            return proc.returncode or 1
+        time.sleep(0.05)
+    log.error("no mount at %s after %.0f s; see %s", mountpoint, timeout, log_path)
+    return 1

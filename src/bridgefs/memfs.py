@@ -311,7 +311,7 @@ class MemFS(FileSystem):
         self._maybe_free(node)
 
     # --- life cycle ------------------------------------------------------------------------------
-    def forget(self, ino: int) -> None:
+    def forget(self, ino: int, nlookup: int = 1) -> None:
         with self._lock:
             node = self._nodes.get(ino)
             if node is not None:

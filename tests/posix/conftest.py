@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-BACKENDS = ["native", "memfs"]  # later: "remote_unix", "remote_tcp"
+BACKENDS = ["native", "memfs", "remote_unix", "remote_tcp"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -108,9 +108,10 @@ class Dispatcher:
             self._forget(ino, 1)
 
     def _forget(self, ino: int, n: int) -> None:
-        if self.counts.drop(ino, n):
+        handed_out = self.counts.drop(ino, n)
+        if handed_out:
             try:
-                self.fs.forget(ino)
+                self.fs.forget(ino, handed_out)
             except Exception:  # a forget has no reply to carry an error: log and go on
                 log.exception("forget(%d) failed", ino)
 

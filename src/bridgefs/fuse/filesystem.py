@@ -8,8 +8,9 @@ kernel remembers for most operations (it stops asking).
 
 Lookup counts are kept by the session, not by the filesystem: every ``Entry`` with a non-zero ``ino``
 that reaches the kernel (lookup, mknod, mkdir, symlink, link, create, readdirplus) counts once, and
-``forget(ino)`` is called exactly once, when the kernel has forgotten every one of them.  A filesystem
-must keep an inode alive (even unlinked) until then.
+``forget(ino, nlookup)`` is called when the kernel has forgotten every one of them, with the number
+it had been handed (an entry for the same node still on its way to the kernel is not among them).
+A filesystem must keep an inode alive (even unlinked) until then.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ class FileSystem:
     def destroy(self) -> None:
         """Called on DESTROY (unmount) or when the session ends."""
 
-    def forget(self, ino: int) -> None:
-        """The kernel holds no more references to ``ino`` (lookup count reached zero)."""
+    def forget(self, ino: int, nlookup: int) -> None:
+        """The kernel holds no more of the ``nlookup`` references to ``ino`` it was handed."""
 
     # --- names --------------------------------------------------------------------------------
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
 from .abi import ROOT_ID
 
@@ -15,33 +14,40 @@ class LookupCounts:
     """
 
     def __init__(self) -> None:
-        self._counts: Counter[int] = Counter()
+        # ino -> [references the kernel holds, references handed out since it last held none]
+        self._counts: dict[int, list[int]] = {}
         self._lock = threading.Lock()
 
     def add(self, ino: int, n: int = 1) -> None:
         if ino == ROOT_ID or ino == 0:
             return
         with self._lock:
-            self._counts[ino] += n
+            slot = self._counts.get(ino)
+            if slot is None:
+                self._counts[ino] = [n, n]
+            else:
+                slot[0] += n
+                slot[1] += n
 
-    def drop(self, ino: int, n: int) -> bool:
-        """Take ``n`` away; True when the count reached zero (the node is forgotten)."""
+    def drop(self, ino: int, n: int) -> int:
+        """Take ``n`` away.  When the kernel holds no more references, returns how many it was
+        handed in all (the filesystem returns exactly those, not one still on its way); else 0."""
         if ino == ROOT_ID:
-            return False
+            return 0
         with self._lock:
-            held = self._counts.get(ino)
-            if held is None:
-                return False
-            left = held - n
-            if left > 0:
-                self._counts[ino] = left
-                return False
-            self._counts.pop(ino, None)
-            return True
+            slot = self._counts.get(ino)
+            if slot is None:
+                return 0
+            slot[0] -= n
+            if slot[0] > 0:
+                return 0
+            del self._counts[ino]
+            return slot[1]
 
     def get(self, ino: int) -> int:
         with self._lock:
-            return self._counts.get(ino, 0)
+            slot = self._counts.get(ino)
+            return slot[0] if slot else 0
 
     def __len__(self) -> int:
         with self._lock:

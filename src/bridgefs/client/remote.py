@@ -1,0 +1,411 @@
+"""RemoteFileSystem: the FileSystem the FUSE layer mounts, answered by a bridgefs server.
+
+Node ids are server handles (the share root is 1), so there is no id translation; Attr.ino is
+the host's st_ino.  Every method is one round trip (reads and writes above the server's I/O size
+are split), and readdir fetches many records with attributes per round trip.
+
+Caching is the safe kind: entries and attributes live ``entry_timeout``/``attr_timeout`` seconds
+(1 s by default), and an open keeps the page cache only when size, mtime and ctime are what this
+client saw at its previous open of the file (close-to-open consistency); any write through this
+client forgets that stamp.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+
+import grpc
+
+from bridgefs.client.channel import errno_of, open_channel
+from bridgefs.client.dirbuf import DirBuffer, Record
+from bridgefs.client.lookups import LookupCounts
+from bridgefs.client.rpcstats import RpcStats, method_name
+from bridgefs.fuse.filesystem import (
+    TIME_NOW, Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr,
+    StatFs,
+)
+from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, SESSION_KEY, pb, pb_grpc
+
+log = logging.getLogger("bridgefs.client")
+
+REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
+
+
+class RemoteFileSystem(FileSystem):
+    """A share of a bridgefs server as a FileSystem.
+
+    ``address``: ``tcp:HOST:PORT``, ``unix:PATH`` or ``vsock:CID:PORT``.  ``uid``/``gid`` present
+    every file as owned by that id (chown to anything else is refused with EPERM).
+    ``read_only`` refuses every mutation locally with EROFS (a read-only share does so anyway).
+    ``timeout`` bounds every call; ``slow_timeout`` bounds fsync, syncfs, fallocate and
+    copy_file_range.  The constructor connects and handshakes (raising FsError on failure)."""
+
+    def __init__(self, address: str, share: str, *, entry_timeout: float = 1.0,
+                 attr_timeout: float = 1.0, negative_timeout: float = 0.0, uid: int | None = None,
+                 gid: int | None = None, read_only: bool = False, timeout: float = 30.0,
+                 slow_timeout: float = 300.0, connect_timeout: float = 10.0,
+                 client_name: str | None = None, readdir_batch: int = 512):
+        self.address = address
+        self.share = share
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        self.negative_timeout = negative_timeout
+        self.uid = uid
+        self.gid = gid
+        self.timeout = timeout
+        self.slow_timeout = slow_timeout
+        self.readdir_batch = readdir_batch
+        self.rpc_stats = RpcStats()
+        self._conn = open_channel(address)
+        self._stub = pb_grpc.FilesStub(self._conn.channel)
+        self._metadata: tuple = ()
+        self._stamps: dict[int, tuple[int, int, int]] = {}
+        self._dirs: dict[int, DirBuffer] = {}
+        self._closed = False
+        self._close_lock = threading.Lock()
+        try:
+            hello = self._handshake(client_name or f"{socket.gethostname()} pid {os.getpid()}",
+                                    connect_timeout)
+        except BaseException:
+            self._conn.close()
+            raise
+        self.session = hello.session
+        self.capabilities = tuple(hello.capabilities)
+        self.read_only = read_only or hello.read_only
+        self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
+        self.readdir_batch = min(readdir_batch, hello.max_readdir_entries or readdir_batch)
+        self.root_attr = self._attr(hello.root.attr)
+        self._metadata = ((SESSION_KEY, hello.session),)
+        self._counts = LookupCounts(self._send_forget, self._send_ping,
+                                    ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
+        self._counts.start()
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _handshake(self, client_name: str, connect_timeout: float):
+        request = pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share=self.share,
+                                      required_capabilities=REQUIRED_CAPABILITIES,
+                                      client_name=client_name)
+        try:
+            reply = self._stub.Handshake(request, timeout=connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            # No answer within connect_timeout means nobody is there (ENOTCONN), not an I/O error.
+            err = errno_of(exc)
+            raise FsError(errno.ENOTCONN if err == errno.EIO else err,
+                          f"cannot reach bridgefs server at {self.address}: "
+                          f"{exc.details() if hasattr(exc, 'details') else exc}") from None
+        if reply.errno:
+            why = {errno.ENOENT: f"no share named {self.share!r}",
+                   errno.EPROTONOSUPPORT: f"server speaks protocol {reply.protocol_version} with "
+                                          f"{list(reply.capabilities)}, client needs "
+                                          f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}"}
+            raise FsError(reply.errno, why.get(reply.errno, os.strerror(reply.errno)))
+        return reply
+
+    def _call(self, rpc, request, timeout: float | None = None):
+        started = time.perf_counter_ns()
+        try:
+            reply = rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
+            raise FsError(errno_of(exc)) from None
+        self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
+        self._counts.touch()
+        if reply.errno:
+            raise FsError(reply.errno)
+        return reply
+
+    def stats(self, reset: bool = False) -> dict:
+        """Round trips made to the server, per call (for `bridgefs stats`)."""
+        return self.rpc_stats.snapshot(reset)
+
+    def _send_forget(self, items: list[tuple[int, int]]) -> None:
+        request = pb.ForgetRequest(items=[pb.ForgetItem(handle=h, count=n) for h, n in items])
+        self._call(self._stub.Forget, request)
+
+    def _send_ping(self) -> None:
+        self._call(self._stub.Ping, pb.Empty())
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise FsError(errno.EROFS)
+
+    def _attr(self, a) -> Attr:
+        return Attr(ino=a.ino, mode=a.mode, nlink=a.nlink,
+                    uid=a.uid if self.uid is None else self.uid,
+                    gid=a.gid if self.gid is None else self.gid,
+                    rdev=a.rdev, size=a.size, blocks=a.blocks, atime_ns=a.atime_ns,
+                    mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns, blksize=a.blksize or 4096)
+
+    def _entry(self, e) -> Entry:
+        """An Entry for the FUSE layer; counts the reference it carries."""
+        self._counts.received(e.handle)
+        return Entry(ino=e.handle, attr=self._attr(e.attr), entry_timeout=self.entry_timeout,
+                     attr_timeout=self.attr_timeout)
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def forget(self, ino: int, nlookup: int | None = None) -> None:
+        """The kernel forgot ``ino``.  ``nlookup``, when the caller knows it, is the number of
+        references the kernel dropped; otherwise every reference this client received is
+        returned."""
+        self._stamps.pop(ino, None)
+        self._counts.forget(ino, nlookup)
+
+    def flush_forgets(self) -> None:
+        """Send queued forgets now (normally they go out in the background within ~20 ms)."""
+        self._counts.flush()
+
+    def destroy(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._counts.close()  # queued forgets are moot: Goodbye releases every handle
+            self._call(self._stub.Goodbye, pb.Empty(), timeout=min(self.timeout, 5.0))
+        except FsError as exc:
+            log.debug("goodbye failed: %s", exc)
+        finally:
+            self._conn.close()
+
+    def __enter__(self) -> "RemoteFileSystem":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- names ----------------------------------------------------------------------------------
+    def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
+        try:
+            reply = self._call(self._stub.Lookup, pb.NameRequest(parent=parent, name=name))
+        except FsError as exc:
+            if exc.errno == errno.ENOENT and self.negative_timeout > 0:
+                return Entry(ino=0, attr=None, entry_timeout=self.negative_timeout)
+            raise
+        return self._entry(reply.entry)
+
+    def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
+        self._writable()
+        return self._entry(self._call(self._stub.MkNod, pb.MkNodRequest(
+            parent=parent, name=name, mode=mode, rdev=rdev, umask=umask)).entry)
+
+    def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
+        self._writable()
+        return self._entry(self._call(self._stub.MkDir, pb.MkDirRequest(
+            parent=parent, name=name, mode=mode, umask=umask)).entry)
+
+    def symlink(self, ctx, parent, name, target) -> Entry:
+        self._writable()
+        return self._entry(self._call(self._stub.Symlink, pb.SymlinkRequest(
+            parent=parent, name=name, target=target)).entry)
+
+    def link(self, ctx, ino, new_parent, new_name) -> Entry:
+        self._writable()
+        return self._entry(self._call(self._stub.Link, pb.LinkRequest(
+            handle=ino, new_parent=new_parent, new_name=new_name)).entry)
+
+    def unlink(self, ctx, parent, name) -> None:
+        self._writable()
+        self._call(self._stub.Unlink, pb.NameRequest(parent=parent, name=name))
+
+    def rmdir(self, ctx, parent, name) -> None:
+        self._writable()
+        self._call(self._stub.RmDir, pb.NameRequest(parent=parent, name=name))
+
+    def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
+        self._writable()
+        self._call(self._stub.Rename, pb.RenameRequest(
+            parent=parent, name=name, new_parent=new_parent, new_name=new_name, flags=flags))
+
+    # --- attributes -----------------------------------------------------------------------------
+    def getattr(self, ctx, ino, fh) -> AttrReply:
+        request = pb.GetAttrRequest(handle=ino)
+        if fh is not None:
+            request.fh = fh
+        reply = self._call(self._stub.GetAttr, request)
+        return AttrReply(self._attr(reply.attr), self.attr_timeout)
+
+    def _owner(self, value: int | None, override: int | None) -> int | None:
+        if value is None or override is None:
+            return value
+        if value != override:
+            raise FsError(errno.EPERM)  # every file shows as owned by the override
+        return None
+
+    def setattr(self, ctx, ino, changes: SetAttr, fh) -> AttrReply:
+        self._writable()
+        request = pb.SetAttrRequest(handle=ino, kill_suidgid=changes.kill_suidgid)
+        if fh is not None:
+            request.fh = fh
+        if changes.mode is not None:
+            request.mode = changes.mode
+        uid, gid = self._owner(changes.uid, self.uid), self._owner(changes.gid, self.gid)
+        if uid is not None:
+            request.uid = uid
+        if gid is not None:
+            request.gid = gid
+        if changes.size is not None:
+            request.size = changes.size
+        for name in ("atime_ns", "mtime_ns"):
+            value = getattr(changes, name)
+            if value == TIME_NOW:
+                setattr(request, name[0] + "time_now", True)
+            elif value is not None:
+                setattr(request, name, value)
+        self._stamps.pop(ino, None)
+        reply = self._call(self._stub.SetAttr, request)
+        return AttrReply(self._attr(reply.attr), self.attr_timeout)
+
+    def readlink(self, ctx, ino) -> bytes:
+        return self._call(self._stub.ReadLink, pb.NodeRequest(handle=ino)).target
+
+    def access(self, ctx, ino, mask) -> None:
+        if mask & os.W_OK and self.read_only:
+            raise FsError(errno.EROFS)
+        self._call(self._stub.Access, pb.AccessRequest(handle=ino, mask=mask))
+
+    def statfs(self, ctx, ino) -> StatFs:
+        r = self._call(self._stub.StatFs, pb.NodeRequest(handle=ino))
+        return StatFs(blocks=r.blocks, bfree=r.bfree, bavail=r.bavail, files=r.files,
+                      ffree=r.ffree, bsize=r.bsize, namelen=r.namelen, frsize=r.frsize)
+
+    def syncfs(self, ctx, ino) -> None:
+        self._call(self._stub.SyncFs, pb.NodeRequest(handle=ino), self.slow_timeout)
+
+    # --- extended attributes ------------------------------------------------------------------
+    def setxattr(self, ctx, ino, name, value, flags) -> None:
+        self._writable()
+        self._call(self._stub.SetXattr, pb.SetXattrRequest(handle=ino, name=name, value=value,
+                                                           flags=flags))
+
+    def getxattr(self, ctx, ino, name) -> bytes:
+        return self._call(self._stub.GetXattr, pb.XattrRequest(handle=ino, name=name)).value
+
+    def listxattr(self, ctx, ino) -> list[bytes]:
+        return list(self._call(self._stub.ListXattr, pb.NodeRequest(handle=ino)).names)
+
+    def removexattr(self, ctx, ino, name) -> None:
+        self._writable()
+        self._call(self._stub.RemoveXattr, pb.XattrRequest(handle=ino, name=name))
+
+    # --- files ------------------------------------------------------------------------------------
+    def open(self, ctx, ino, flags) -> Opened:
+        if flags & _WRITE_FLAGS:
+            self._writable()
+        reply = self._call(self._stub.Open, pb.OpenRequest(handle=ino, flags=flags))
+        stamp = (reply.attr.size, reply.attr.mtime_ns, reply.attr.ctime_ns)
+        keep = self._stamps.get(ino) == stamp
+        self._stamps[ino] = stamp
+        return Opened(fh=reply.fh, keep_cache=keep)
+
+    def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
+        self._writable()
+        reply = self._call(self._stub.Create, pb.CreateRequest(
+            parent=parent, name=name, mode=mode, umask=umask, flags=flags))
+        self._stamps.pop(reply.entry.handle, None)
+        return self._entry(reply.entry), Opened(fh=reply.fh)
+
+    def read(self, ctx, ino, fh, offset, size) -> bytes:
+        parts = []
+        while size > 0:
+            n = min(size, self.max_io)
+            data = self._call(self._stub.Read, pb.ReadRequest(handle=ino, fh=fh, offset=offset,
+                                                              size=n)).data
+            parts.append(data)
+            if len(data) < n:
+                break
+            offset += n
+            size -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def write(self, ctx, ino, fh, offset, data, flags) -> int:
+        self._writable()
+        self._stamps.pop(ino, None)
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            chunk = bytes(view[done:done + self.max_io])
+            written = self._call(self._stub.Write, pb.WriteRequest(
+                handle=ino, fh=fh, offset=offset + done, data=chunk, flags=flags)).written
+            done += written
+            if written < len(chunk):
+                break
+        return done
+
+    def flush(self, ctx, ino, fh, lock_owner) -> None:
+        self._call(self._stub.Flush, pb.FileRequest(handle=ino, fh=fh, lock_owner=lock_owner))
+
+    def release(self, ctx, ino, fh, flags) -> None:
+        self._call(self._stub.Release, pb.FileRequest(handle=ino, fh=fh))
+
+    def fsync(self, ctx, ino, fh, datasync) -> None:
+        self._call(self._stub.Fsync, pb.FsyncRequest(handle=ino, fh=fh, datasync=datasync),
+                   self.slow_timeout)
+
+    def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
+        self._writable()
+        self._stamps.pop(ino, None)
+        self._call(self._stub.Fallocate, pb.FallocateRequest(
+            handle=ino, fh=fh, offset=offset, length=length, mode=mode), self.slow_timeout)
+
+    def lseek(self, ctx, ino, fh, offset, whence) -> int:
+        return self._call(self._stub.Lseek, pb.LseekRequest(handle=ino, fh=fh, offset=offset,
+                                                             whence=whence)).offset
+
+    def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
+                        flags) -> int:
+        self._writable()
+        self._stamps.pop(ino_out, None)
+        return self._call(self._stub.CopyFileRange, pb.CopyFileRangeRequest(
+            handle_in=ino_in, fh_in=fh_in, offset_in=off_in, handle_out=ino_out, fh_out=fh_out,
+            offset_out=off_out, length=length, flags=flags), self.slow_timeout).copied
+
+    # --- directories ----------------------------------------------------------------------------
+    def opendir(self, ctx, ino, flags) -> Opened:
+        fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=ino)).fh
+        self._dirs[fh] = DirBuffer(plus_ttl=self.attr_timeout)
+        return Opened(fh=fh)
+
+    def readdir(self, ctx, ino, fh, offset, plus):
+        buf = self._dirs.get(fh)
+        if buf is None:
+            raise FsError(errno.EBADF)
+        return buf.iterate(offset, plus, lambda cookie: self._fetch(ino, fh, cookie, plus),
+                           self._counts.received, self._give_back)
+
+    def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
+        reply = self._call(self._stub.ReadDir, pb.ReadDirRequest(
+            handle=ino, fh=fh, offset=cookie, plus=plus, max_entries=self.readdir_batch))
+        records = []
+        for d in reply.entries:
+            entry = None
+            handle = 0
+            if plus and d.HasField("entry"):
+                handle = d.entry.handle
+                entry = Entry(ino=handle, attr=self._attr(d.entry.attr),
+                              entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout)
+            records.append(Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle))
+            cookie = d.offset
+        return records, reply.eof
+
+    def _give_back(self, handles: list[int]) -> None:
+        for handle in handles:
+            self._counts.give_back(handle)
+
+    def releasedir(self, ctx, ino, fh) -> None:
+        buf = self._dirs.pop(fh, None)
+        if buf is not None:
+            self._give_back(buf.clear())
+        self._call(self._stub.ReleaseDir, pb.FileRequest(handle=ino, fh=fh))
+
+    def fsyncdir(self, ctx, ino, fh, datasync) -> None:
+        self._call(self._stub.FsyncDir, pb.FsyncRequest(handle=ino, fh=fh, datasync=datasync),
+                   self.slow_timeout)

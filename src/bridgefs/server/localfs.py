@@ -1,0 +1,366 @@
+"""Host file operations for one client session, on confined fds only.
+
+Every method takes server handles and single names, resolves them through the session's tables
+and confine.py, and either returns plain values (stat results, handles, bytes) or raises OSError
+with the host's errno.  No paths from the client exist here; the only path strings are the
+``/proc/self/fd/N`` magic links confine.proc_path builds for fds the server already holds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from bridgefs.server import confine, syscalls
+from bridgefs.server.dirs import DirListing, dtype_of_mode
+from bridgefs.server.handles import NodeTable, OpenTable
+from bridgefs.server.shares import Share
+
+MAX_IO = 1 << 20
+MAX_COPY = 128 << 20  # one CopyFileRange moves at most this much; callers continue
+MAX_READDIR = 1024
+_RENAME_FLAGS = syscalls.RENAME_NOREPLACE | syscalls.RENAME_EXCHANGE | syscalls.RENAME_WHITEOUT
+
+
+def _process_umask() -> int:
+    # Read, not set: os.umask() would change it for every thread for a moment.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def _xattr_name(name: bytes) -> bytes:
+    if not name or b"\0" in name or len(name) > 255:
+        raise OSError(errno.EINVAL if len(name) <= 255 else errno.ERANGE, "bad xattr name")
+    return name
+
+
+class LocalFs:
+    def __init__(self, share: Share, nodes: NodeTable, files: OpenTable):
+        self.share = share
+        self.nodes = nodes
+        self.files = files
+        self._umask = _process_umask()
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _writable(self, op: str) -> None:
+        if self.share.read_only:
+            raise confine.Refused(errno.EROFS, f"{op} on read-only share {self.share.name!r}")
+
+    def _issue(self, fd: int) -> tuple[int, os.stat_result]:
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self.nodes.issue(fd, st), st
+
+    def _lookup_issue(self, dirfd: int, name: bytes) -> tuple[int, os.stat_result]:
+        return self._issue(confine.lookup(dirfd, name))
+
+    def _fix_mode(self, path_or_fd, wanted: int) -> None:
+        # The host process umask may have masked bits the client asked for explicitly.
+        if wanted & self._umask:
+            os.chmod(path_or_fd, wanted)
+
+    # --- names -------------------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> tuple[int, os.stat_result]:
+        with self.nodes.use(parent) as dirfd:
+            return self._lookup_issue(dirfd, name)
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, umask: int):
+        self._writable("mknod")
+        confine.check_name(name)
+        perm = mode & 0o7777 & ~umask
+        with self.nodes.use(parent) as dirfd:
+            os.mknod(name, stat.S_IFMT(mode) | perm, rdev, dir_fd=dirfd)
+            handle, st = self._lookup_issue(dirfd, name)
+        with self.nodes.use(handle) as fd:
+            self._fix_mode(confine.proc_path(fd), perm)
+            return handle, os.fstat(fd)
+
+    def mkdir(self, parent: int, name: bytes, mode: int, umask: int):
+        self._writable("mkdir")
+        confine.check_name(name)
+        perm = mode & 0o7777 & ~umask
+        with self.nodes.use(parent) as dirfd:
+            os.mkdir(name, perm, dir_fd=dirfd)
+            handle, st = self._lookup_issue(dirfd, name)
+        if perm & self._umask:
+            with self.nodes.use(handle) as fd:
+                self._fix_mode(confine.proc_path(fd), perm)
+                st = os.fstat(fd)
+        return handle, st
+
+    def symlink(self, parent: int, name: bytes, target: bytes):
+        self._writable("symlink")
+        confine.check_name(name)
+        if not target or b"\0" in target or len(target) >= 4096:
+            raise OSError(errno.EINVAL if len(target) < 4096 else errno.ENAMETOOLONG, "bad target")
+        with self.nodes.use(parent) as dirfd:
+            os.symlink(target, name, dir_fd=dirfd)
+            return self._lookup_issue(dirfd, name)
+
+    def link(self, handle: int, new_parent: int, new_name: bytes):
+        self._writable("link")
+        confine.check_name(new_name)
+        with self.nodes.use(handle) as fd, self.nodes.use(new_parent) as dirfd:
+            # linkat through the magic link links the very inode we hold (no name is re-resolved).
+            os.link(confine.proc_path(fd), new_name, dst_dir_fd=dirfd, follow_symlinks=True)
+            st = os.fstat(fd)
+        self.nodes.ref(handle)
+        return handle, st
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        self._writable("unlink")
+        confine.check_name(name)
+        with self.nodes.use(parent) as dirfd:
+            os.unlink(name, dir_fd=dirfd)
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        self._writable("rmdir")
+        confine.check_name(name)
+        with self.nodes.use(parent) as dirfd:
+            os.rmdir(name, dir_fd=dirfd)
+
+    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
+        self._writable("rename")
+        confine.check_name(name)
+        confine.check_name(new_name)
+        if flags & ~_RENAME_FLAGS:
+            raise OSError(errno.EINVAL, f"rename flags {flags:#x}")
+        with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
+            syscalls.renameat2(olddir, name, newdir, new_name, flags)
+
+    def forget(self, items) -> None:
+        for handle, count in items:
+            self.nodes.forget(handle, count)
+
+    # --- attributes ---------------------------------------------------------------------------
+    def getattr(self, handle: int, fh: int | None) -> os.stat_result:
+        if fh is not None:
+            with self.files.use(fh) as of:
+                return os.fstat(of.fd)
+        with self.nodes.use(handle) as fd:
+            return os.fstat(fd)
+
+    def setattr(self, handle: int, fh: int | None, *, mode=None, uid=None, gid=None, size=None,
+                atime_ns=None, mtime_ns=None, atime_now=False, mtime_now=False,
+                kill_suidgid=False) -> os.stat_result:
+        self._writable("setattr")
+        with self.nodes.use(handle) as fd:
+            st = os.fstat(fd)
+            if uid is not None or gid is not None:
+                syscalls.fchown_node(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            if mode is None and kill_suidgid and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                mode = st.st_mode & ~(stat.S_ISUID | stat.S_ISGID)
+            if mode is not None:
+                if stat.S_ISLNK(st.st_mode):
+                    raise OSError(errno.EOPNOTSUPP, "chmod of a symlink")
+                os.chmod(confine.proc_path(fd), mode & 0o7777)
+            if size is not None:
+                self._truncate(fd, fh, size)
+            if atime_ns is not None or mtime_ns is not None or atime_now or mtime_now:
+                syscalls.utimens_node(fd, atime_ns, mtime_ns, atime_now=atime_now,
+                                      mtime_now=mtime_now)
+            return os.fstat(fd)
+
+    def _truncate(self, node_fd: int, fh: int | None, size: int) -> None:
+        if fh is not None:
+            with self.files.use(fh) as of:
+                os.ftruncate(of.fd, size)
+                return
+        io = confine.reopen(node_fd, os.O_WRONLY)
+        try:
+            os.ftruncate(io, size)
+        finally:
+            os.close(io)
+
+    def readlink(self, handle: int) -> bytes:
+        with self.nodes.use(handle) as fd:
+            return os.readlink(b"", dir_fd=fd)
+
+    def access(self, handle: int, mask: int) -> None:
+        if mask & os.W_OK and self.share.read_only:
+            raise OSError(errno.EROFS, "read-only share")
+        with self.nodes.use(handle) as fd:
+            if not os.access(confine.proc_path(fd), mask):
+                raise OSError(errno.EACCES, "access denied")
+
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(self.share.root_fd)
+
+    def syncfs(self) -> None:
+        fd = confine.reopen_dir(self.share.root_fd)
+        try:
+            syscalls.syncfs(fd)
+        finally:
+            os.close(fd)
+
+    # --- extended attributes ----------------------------------------------------------------
+    def setxattr(self, handle: int, name: bytes, value: bytes, flags: int) -> None:
+        self._writable("setxattr")
+        with self.nodes.use(handle) as fd:
+            os.setxattr(confine.proc_path(fd), _xattr_name(name), value, flags)
+
+    def getxattr(self, handle: int, name: bytes) -> bytes:
+        with self.nodes.use(handle) as fd:
+            return os.getxattr(confine.proc_path(fd), _xattr_name(name))
+
+    def listxattr(self, handle: int) -> list[bytes]:
+        with self.nodes.use(handle) as fd:
+            return [os.fsencode(n) for n in os.listxattr(confine.proc_path(fd))]
+
+    def removexattr(self, handle: int, name: bytes) -> None:
+        self._writable("removexattr")
+        with self.nodes.use(handle) as fd:
+            os.removexattr(confine.proc_path(fd), _xattr_name(name))
+
+    # --- files --------------------------------------------------------------------------------------
+    def _check_open_flags(self, flags: int, op: str) -> None:
+        if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
+            self._writable(op)
+
+    def open(self, handle: int, flags: int) -> tuple[int, os.stat_result]:
+        self._check_open_flags(flags, "open for writing")
+        self.files.check_room()
+        with self.nodes.use(handle) as node_fd:
+            fd = confine.reopen(node_fd, flags)
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self.files.add(fd, "file", handle), st
+
+    def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int):
+        self._writable("create")
+        self.files.check_room()
+        perm = mode & 0o7777 & ~umask
+        with self.nodes.use(parent) as dirfd:
+            fd, created = confine.create(dirfd, name, flags, perm)
+        try:
+            if created:
+                self._fix_mode(fd, perm)
+            handle, st = self._issue(confine.node_of(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            fh = self.files.add(fd, "file", handle)
+        except OSError:
+            self.nodes.forget(handle, 1)
+            raise
+        return handle, st, fh
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        if size > MAX_IO:
+            raise OSError(errno.EINVAL, f"read of {size} bytes (max {MAX_IO})")
+        with self.files.use(fh) as of:
+            data = os.pread(of.fd, size, offset)
+            if 0 < len(data) < size:
+                # A short read from a regular file can be a signal or a racing writer; only an
+                # empty read means end of file, and FUSE takes any short answer as EOF.
+                parts = [data]
+                got = len(data)
+                while got < size:
+                    more = os.pread(of.fd, size - got, offset + got)
+                    if not more:
+                        break
+                    parts.append(more)
+                    got += len(more)
+                data = b"".join(parts)
+            return data
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        if len(data) > MAX_IO:
+            raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
+        self._writable("write")
+        with self.files.use(fh) as of:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                n = os.pwrite(of.fd, view[done:], offset + done)
+                if n == 0:
+                    break  # no progress (a full device answers ENOSPC instead, as an OSError)
+                done += n
+            return done
+
+    def flush(self, fh: int) -> None:
+        with self.files.use(fh) as of:
+            # close() of a duplicate is what a local close would do: report delayed write
+            # errors and drop POSIX locks, while the handle itself stays open.
+            os.close(os.dup(of.fd))
+
+    def release(self, fh: int) -> None:
+        self.files.release(fh)
+
+    def fsync(self, fh: int, datasync: bool, kind: str = "file") -> None:
+        with self.files.use(fh, kind) as of:
+            (os.fdatasync if datasync else os.fsync)(of.fd)
+
+    def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
+        self._writable("fallocate")
+        with self.files.use(fh) as of:
+            syscalls.fallocate(of.fd, mode, offset, length)
+
+    def lseek(self, fh: int, offset: int, whence: int) -> int:
+        with self.files.use(fh) as of:
+            return os.lseek(of.fd, offset, whence)
+
+    def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int, length: int,
+                        flags: int) -> int:
+        self._writable("copy_file_range")
+        if flags:
+            raise OSError(errno.EINVAL, "copy_file_range flags must be 0")
+        with self.files.use(fh_in) as src, self.files.use(fh_out) as dst:
+            return os.copy_file_range(src.fd, dst.fd, min(length, MAX_COPY), off_in, off_out)
+
+    # --- directories -------------------------------------------------------------------------
+    def opendir(self, handle: int) -> tuple[int, os.stat_result]:
+        self.files.check_room()
+        with self.nodes.use(handle) as node_fd:
+            fd = confine.reopen_dir(node_fd)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == self.share.root_key:
+                parent_ino = st.st_ino  # the share root is its own parent, as in a chroot
+            else:
+                parent_ino = os.stat("..", dir_fd=fd, follow_symlinks=False).st_ino
+        except BaseException:
+            os.close(fd)
+            raise
+        return self.files.add(fd, "dir", handle, DirListing(fd, st.st_ino, parent_ino)), st
+
+    def readdir(self, fh: int, offset: int, plus: bool, max_entries: int):
+        """([(next_cookie, name, ino, dtype, (handle, stat) or None)], eof)."""
+        count = max(1, min(max_entries or MAX_READDIR, MAX_READDIR))
+        out = []
+        with self.files.use(fh, "dir") as of, of.listing.lock:
+            records, eof = of.listing.read(offset, count)
+            for cookie, name, ino, dtype in records:
+                entry = None
+                if plus and name not in (b".", b".."):
+                    try:
+                        entry = self._lookup_issue(of.fd, name)
+                    except FileNotFoundError:
+                        continue  # removed since it was listed
+                    except OSError as exc:
+                        if exc.errno == errno.ENFILE and out:
+                            return out, False  # node bound: hand back what fits
+                        if exc.errno == errno.ENFILE:
+                            raise
+                        entry = None
+                    else:
+                        ino, dtype = entry[1].st_ino, dtype_of_mode(entry[1].st_mode)
+                out.append((cookie + 1, name, ino, dtype, entry))
+        return out, eof
+
+    def releasedir(self, fh: int) -> None:
+        self.files.release(fh, "dir")

@@ -1,0 +1,275 @@
+"""The gRPC servicer: unpack a request, call the session's LocalFs, pack the reply.
+
+No path or permission logic lives here.  Every failure becomes the reply's ``errno``: OSError
+carries the host's errno, a confinement or read-only refusal is logged once, and anything else is
+logged with its traceback and answered EIO so one bad request never takes the server down.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from bridgefs.rpc import (
+    CAPABILITIES, MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc,
+)
+from bridgefs.server.confine import Refused
+from bridgefs.server.localfs import MAX_READDIR
+from bridgefs.server.sessions import Session, SessionRegistry
+from bridgefs.server.shares import Share
+
+log = logging.getLogger("bridgefs.server")
+
+
+def attr_of(st: os.stat_result) -> pb.Attr:
+    return pb.Attr(
+        ino=st.st_ino, mode=st.st_mode, nlink=st.st_nlink, uid=st.st_uid, gid=st.st_gid,
+        rdev=st.st_rdev, size=st.st_size, blocks=st.st_blocks, atime_ns=st.st_atime_ns,
+        mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, blksize=st.st_blksize,
+    )
+
+
+def entry_of(handle: int, st: os.stat_result) -> pb.Entry:
+    return pb.Entry(handle=handle, attr=attr_of(st))
+
+
+def _entry_reply(result) -> pb.EntryReply:
+    return pb.EntryReply(entry=entry_of(*result))
+
+
+_OK = pb.Status()
+
+
+class FilesService(pb_grpc.FilesServicer):
+    def __init__(self, shares: dict[str, Share], registry: SessionRegistry):
+        self.shares = shares
+        self.registry = registry
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _session(self, context) -> Session | None:
+        for key, value in context.invocation_metadata():
+            if key == SESSION_KEY:
+                return self.registry.get(value)
+        return None
+
+    def _run(self, context, reply_cls, op: str, fn):
+        session = self._session(context)
+        if session is None:
+            return reply_cls(errno=errno.ESTALE)
+        try:
+            session.enter()
+        except OSError as exc:
+            log.warning("refused %s for session %s: %s", op, session.short, exc.strerror)
+            return reply_cls(errno=exc.errno)
+        try:
+            return fn(session.fs)
+        except Refused as exc:
+            log.warning("refused %s for session %s (%s): %s", op, session.short,
+                        session.client_name or session.peer, exc.reason)
+            return reply_cls(errno=exc.errno)
+        except OSError as exc:
+            if exc.errno in (errno.ENFILE, errno.EMFILE):
+                log.warning("refused %s for session %s: %s", op, session.short, exc.strerror)
+            return reply_cls(errno=exc.errno or errno.EIO)
+        except Exception:
+            log.exception("%s failed for session %s", op, session.short)
+            return reply_cls(errno=errno.EIO)
+        finally:
+            session.exit()
+
+    # --- session --------------------------------------------------------------------------------
+    def Handshake(self, request, context):
+        peer = context.peer()
+        if request.protocol_version != PROTOCOL_VERSION:
+            log.warning("refused handshake from %s: protocol version %d, server speaks %d",
+                        peer, request.protocol_version, PROTOCOL_VERSION)
+            return pb.HandshakeReply(errno=errno.EPROTONOSUPPORT, protocol_version=PROTOCOL_VERSION,
+                                     capabilities=CAPABILITIES)
+        missing = set(request.required_capabilities) - set(CAPABILITIES)
+        share = self.shares.get(request.share)
+        err = errno.EPROTONOSUPPORT if missing else 0 if share else errno.ENOENT
+        if err:
+            log.warning("refused handshake from %s (%s) for share %r: %s", peer,
+                        request.client_name, request.share,
+                        f"missing capabilities {sorted(missing)}" if missing else "no such share")
+            return pb.HandshakeReply(errno=err, protocol_version=PROTOCOL_VERSION,
+                                     capabilities=CAPABILITIES)
+        try:
+            session = self.registry.create(share, peer, request.client_name)
+            root = os.fstat(share.root_fd)
+        except OSError as exc:
+            log.warning("refused handshake from %s for share %r: %s", peer, share.name, exc)
+            return pb.HandshakeReply(errno=exc.errno, protocol_version=PROTOCOL_VERSION)
+        log.info("session %s: client %r from %s attached share %s", session.short,
+                 request.client_name, peer, share)
+        return pb.HandshakeReply(
+            protocol_version=PROTOCOL_VERSION, capabilities=CAPABILITIES, session=session.token,
+            root=entry_of(ROOT_HANDLE, root), read_only=share.read_only, max_io_size=MAX_IO_SIZE,
+            max_readdir_entries=MAX_READDIR, idle_timeout=self.registry.limits.idle_timeout)
+
+    def Ping(self, request, context):
+        return self._run(context, pb.Status, "ping", lambda fs: _OK)
+
+    def Goodbye(self, request, context):
+        session = self._session(context)
+        if session is None:
+            return pb.Status(errno=errno.ESTALE)
+        self.registry.drop(session.token)
+        log.info("session %s: goodbye", session.short)
+        return _OK
+
+    def Forget(self, request, context):
+        items = [(item.handle, item.count) for item in request.items]
+        return self._run(context, pb.Status, "forget", lambda fs: fs.forget(items) or _OK)
+
+    # --- names ----------------------------------------------------------------------------------
+    def Lookup(self, r, context):
+        return self._run(context, pb.EntryReply, "lookup",
+                         lambda fs: _entry_reply(fs.lookup(r.parent, r.name)))
+
+    def MkNod(self, r, context):
+        return self._run(context, pb.EntryReply, "mknod",
+                         lambda fs: _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask)))
+
+    def MkDir(self, r, context):
+        return self._run(context, pb.EntryReply, "mkdir",
+                         lambda fs: _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask)))
+
+    def Symlink(self, r, context):
+        return self._run(context, pb.EntryReply, "symlink",
+                         lambda fs: _entry_reply(fs.symlink(r.parent, r.name, r.target)))
+
+    def Link(self, r, context):
+        return self._run(context, pb.EntryReply, "link",
+                         lambda fs: _entry_reply(fs.link(r.handle, r.new_parent, r.new_name)))
+
+    def Unlink(self, r, context):
+        return self._run(context, pb.Status, "unlink", lambda fs: fs.unlink(r.parent, r.name) or _OK)
+
+    def RmDir(self, r, context):
+        return self._run(context, pb.Status, "rmdir", lambda fs: fs.rmdir(r.parent, r.name) or _OK)
+
+    def Rename(self, r, context):
+        return self._run(context, pb.Status, "rename", lambda fs: fs.rename(
+            r.parent, r.name, r.new_parent, r.new_name, r.flags) or _OK)
+
+    # --- attributes ---------------------------------------------------------------------------
+    def GetAttr(self, r, context):
+        fh = r.fh if r.HasField("fh") else None
+        return self._run(context, pb.AttrReply, "getattr",
+                         lambda fs: pb.AttrReply(attr=attr_of(fs.getattr(r.handle, fh))))
+
+    def SetAttr(self, r, context):
+        def opt(name):
+            return getattr(r, name) if r.HasField(name) else None
+
+        return self._run(context, pb.AttrReply, "setattr", lambda fs: pb.AttrReply(attr=attr_of(
+            fs.setattr(r.handle, opt("fh"), mode=opt("mode"), uid=opt("uid"), gid=opt("gid"),
+                       size=opt("size"), atime_ns=opt("atime_ns"), mtime_ns=opt("mtime_ns"),
+                       atime_now=r.atime_now, mtime_now=r.mtime_now,
+                       kill_suidgid=r.kill_suidgid))))
+
+    def ReadLink(self, r, context):
+        return self._run(context, pb.ReadLinkReply, "readlink",
+                         lambda fs: pb.ReadLinkReply(target=fs.readlink(r.handle)))
+
+    def Access(self, r, context):
+        return self._run(context, pb.Status, "access", lambda fs: fs.access(r.handle, r.mask) or _OK)
+
+    def StatFs(self, r, context):
+        def statfs(fs):
+            st = fs.statfs()
+            return pb.StatFsReply(blocks=st.f_blocks, bfree=st.f_bfree, bavail=st.f_bavail,
+                                  files=st.f_files, ffree=st.f_ffree, bsize=st.f_bsize,
+                                  namelen=st.f_namemax, frsize=st.f_frsize)
+        return self._run(context, pb.StatFsReply, "statfs", statfs)
+
+    def SyncFs(self, r, context):
+        return self._run(context, pb.Status, "syncfs", lambda fs: fs.syncfs() or _OK)
+
+    # --- extended attributes ----------------------------------------------------------------
+    def SetXattr(self, r, context):
+        return self._run(context, pb.Status, "setxattr",
+                         lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags) or _OK)
+
+    def GetXattr(self, r, context):
+        return self._run(context, pb.GetXattrReply, "getxattr",
+                         lambda fs: pb.GetXattrReply(value=fs.getxattr(r.handle, r.name)))
+
+    def ListXattr(self, r, context):
+        return self._run(context, pb.ListXattrReply, "listxattr",
+                         lambda fs: pb.ListXattrReply(names=fs.listxattr(r.handle)))
+
+    def RemoveXattr(self, r, context):
+        return self._run(context, pb.Status, "removexattr",
+                         lambda fs: fs.removexattr(r.handle, r.name) or _OK)
+
+    # --- files --------------------------------------------------------------------------------------
+    def Open(self, r, context):
+        def do_open(fs):
+            fh, st = fs.open(r.handle, r.flags)
+            return pb.OpenReply(fh=fh, attr=attr_of(st))
+        return self._run(context, pb.OpenReply, "open", do_open)
+
+    def Create(self, r, context):
+        def do_create(fs):
+            handle, st, fh = fs.create(r.parent, r.name, r.mode, r.umask, r.flags)
+            return pb.CreateReply(entry=entry_of(handle, st), fh=fh)
+        return self._run(context, pb.CreateReply, "create", do_create)
+
+    def Read(self, r, context):
+        return self._run(context, pb.ReadReply, "read",
+                         lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size)))
+
+    def Write(self, r, context):
+        return self._run(context, pb.WriteReply, "write",
+                         lambda fs: pb.WriteReply(written=fs.write(r.fh, r.offset, r.data)))
+
+    def Flush(self, r, context):
+        return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh) or _OK)
+
+    def Release(self, r, context):
+        return self._run(context, pb.Status, "release", lambda fs: fs.release(r.fh) or _OK)
+
+    def Fsync(self, r, context):
+        return self._run(context, pb.Status, "fsync",
+                         lambda fs: fs.fsync(r.fh, r.datasync) or _OK)
+
+    def Fallocate(self, r, context):
+        return self._run(context, pb.Status, "fallocate",
+                         lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode) or _OK)
+
+    def Lseek(self, r, context):
+        return self._run(context, pb.LseekReply, "lseek",
+                         lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence)))
+
+    def CopyFileRange(self, r, context):
+        return self._run(context, pb.CopyFileRangeReply, "copy_file_range",
+                         lambda fs: pb.CopyFileRangeReply(copied=fs.copy_file_range(
+                             r.fh_in, r.offset_in, r.fh_out, r.offset_out, r.length, r.flags)))
+
+    # --- directories -------------------------------------------------------------------------
+    def OpenDir(self, r, context):
+        def do_opendir(fs):
+            fh, st = fs.opendir(r.handle)
+            return pb.OpenReply(fh=fh, attr=attr_of(st))
+        return self._run(context, pb.OpenReply, "opendir", do_opendir)
+
+    def ReadDir(self, r, context):
+        def do_readdir(fs):
+            records, eof = fs.readdir(r.fh, r.offset, r.plus, r.max_entries)
+            reply = pb.ReadDirReply(eof=eof)
+            for cookie, name, ino, dtype, entry in records:
+                reply.entries.append(pb.DirEntry(
+                    name=name, ino=ino, dtype=dtype, offset=cookie,
+                    entry=entry_of(*entry) if entry is not None else None))
+            return reply
+        return self._run(context, pb.ReadDirReply, "readdir", do_readdir)
+
+    def ReleaseDir(self, r, context):
+        return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh) or _OK)
+
+    def FsyncDir(self, r, context):
+        return self._run(context, pb.Status, "fsyncdir",
+                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir") or _OK)
