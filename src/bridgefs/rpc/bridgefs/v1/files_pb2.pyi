@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -501,3 +502,37 @@ class ReadDirReply(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
     eof: bool
     def __init__(self, errno: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("kind", "path", "dest", "is_dir", "seq")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        WATCHING: _ClassVar[Change.Kind]
+        CREATED: _ClassVar[Change.Kind]
+        DELETED: _ClassVar[Change.Kind]
+        MODIFIED: _ClassVar[Change.Kind]
+        ATTRIB: _ClassVar[Change.Kind]
+        MOVED: _ClassVar[Change.Kind]
+        OVERFLOW: _ClassVar[Change.Kind]
+    WATCHING: Change.Kind
+    CREATED: Change.Kind
+    DELETED: Change.Kind
+    MODIFIED: Change.Kind
+    ATTRIB: Change.Kind
+    MOVED: Change.Kind
+    OVERFLOW: Change.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    IS_DIR_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    kind: Change.Kind
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    dest: _containers.RepeatedScalarFieldContainer[bytes]
+    is_dir: bool
+    seq: int
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., path: _Optional[_Iterable[bytes]] = ..., dest: _Optional[_Iterable[bytes]] = ..., is_dir: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class FilesStub:
                 request_serializer=bridgefs_dot_v1_dot_files__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=bridgefs_dot_v1_dot_files__pb2.Status.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/bridgefs.v1.Files/Watch',
+                request_serializer=bridgefs_dot_v1_dot_files__pb2.WatchRequest.SerializeToString,
+                response_deserializer=bridgefs_dot_v1_dot_files__pb2.Change.FromString,
+                _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/bridgefs.v1.Files/Lookup',
                 request_serializer=bridgefs_dot_v1_dot_files__pb2.NameRequest.SerializeToString,
@@ -242,6 +247,15 @@ class FilesServicer:
 
     def Forget(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Host-side changes of the session's share, as they happen.  The stream opens with one Change
+        of kind WATCHING once the watch is in place; changes this session made itself are not sent
+        (its kernel has seen them), those of other sessions and of host programs are.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -465,6 +479,11 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=bridgefs_dot_v1_dot_files__pb2.ForgetRequest.FromString,
                     response_serializer=bridgefs_dot_v1_dot_files__pb2.Status.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=bridgefs_dot_v1_dot_files__pb2.WatchRequest.FromString,
+                    response_serializer=bridgefs_dot_v1_dot_files__pb2.Change.SerializeToString,
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
@@ -735,6 +754,33 @@ class Files:
             '/bridgefs.v1.Files/Forget',
             bridgefs_dot_v1_dot_files__pb2.ForgetRequest.SerializeToString,
             bridgefs_dot_v1_dot_files__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bridgefs.v1.Files/Watch',
+            bridgefs_dot_v1_dot_files__pb2.WatchRequest.SerializeToString,
+            bridgefs_dot_v1_dot_files__pb2.Change.FromString,
             options,
             channel_credentials,
             insecure,
