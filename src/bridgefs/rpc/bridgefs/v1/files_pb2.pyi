@@ -508,7 +508,7 @@ class WatchRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("kind", "path", "dest", "is_dir", "seq")
+    __slots__ = ("kind", "path", "dest", "is_dir", "seq", "errno")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         WATCHING: _ClassVar[Change.Kind]
@@ -530,9 +530,11 @@ class Change(_message.Message):
     DEST_FIELD_NUMBER: _ClassVar[int]
     IS_DIR_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    ERRNO_FIELD_NUMBER: _ClassVar[int]
     kind: Change.Kind
     path: _containers.RepeatedScalarFieldContainer[bytes]
     dest: _containers.RepeatedScalarFieldContainer[bytes]
     is_dir: bool
     seq: int
-    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., path: _Optional[_Iterable[bytes]] = ..., dest: _Optional[_Iterable[bytes]] = ..., is_dir: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
+    errno: int
+    def __init__(self, kind: _Optional[_Union[Change.Kind, str]] = ..., path: _Optional[_Iterable[bytes]] = ..., dest: _Optional[_Iterable[bytes]] = ..., is_dir: _Optional[bool] = ..., seq: _Optional[int] = ..., errno: _Optional[int] = ...) -> None: ...
