@@ -24,6 +24,10 @@ def _add_remote_options(p: argparse.ArgumentParser) -> None:
                    help="seconds the kernel may trust a name (default 1)")
     p.add_argument("--attr-timeout", type=float, default=1.0,
                    help="seconds the kernel may trust attributes (default 1)")
+    p.add_argument("--cache-timeout", type=float, default=3600.0,
+                   help="how long caches live while host changes are streamed (default 3600 s)")
+    p.add_argument("--no-events", action="store_true",
+                   help="do not follow host changes (short timeouts only, no inotify replay)")
 
 
 def _fuse_config(args: argparse.Namespace):
@@ -44,11 +48,12 @@ def cmd_memfs(args: argparse.Namespace) -> int:
 
 
 def _remote_fs(args: argparse.Namespace, address: str, share: str):
-    from .client.remote import RemoteFileSystem
+    from .client.watched import WatchedFileSystem
 
-    return RemoteFileSystem(address, share, entry_timeout=args.entry_timeout,
-                            attr_timeout=args.attr_timeout, uid=args.uid, gid=args.gid,
-                            read_only=args.read_only)
+    return WatchedFileSystem(address, share, entry_timeout=args.entry_timeout,
+                             attr_timeout=args.attr_timeout, uid=args.uid, gid=args.gid,
+                             read_only=args.read_only, watch=not args.no_events,
+                             long_timeout=args.cache_timeout)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -84,6 +89,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     with private_server(args.hostdir) as address:
         fs = _remote_fs(args, address, "share")
         serve_mount(fs, args.mountpoint, workers=args.workers, options=options, tuning=tuning)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .control import ask
+
+    answer = ask(args.mountpoint, "status")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        for key, value in answer.items():
+            print(f"{key:<16}{value}")
     return 0
 
 
@@ -141,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fuse_options(p)
     _add_remote_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="whether host changes flow, and the cache mode")
+    p.add_argument("mountpoint")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("stats", help="requests a mount received and the round trips they cost")
     p.add_argument("mountpoint")

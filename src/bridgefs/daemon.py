@@ -56,9 +56,15 @@ def serve_mount(fs: FileSystem, mountpoint: str, *, workers: int = 8,
     session = Session(fs, mountpoint, workers=workers, options=options, tuning=tuning)
     control = ControlServer(session.mountpoint, {"stats": _stats_handler(session, fs),
                                                  "status": _status_handler(session, fs)})
+    attach = getattr(fs, "attach", None)
+    if callable(attach):  # a filesystem that sends notifications (it follows host changes)
+        attach(session.notify, session.mountpoint)
     try:
         def ready() -> None:
             log.info("mounted at %s; Ctrl-C unmounts", session.mountpoint)
+            mounted = getattr(fs, "mounted", None)
+            if callable(mounted):
+                mounted()
             if on_ready is not None:
                 on_ready()
         session.run(on_ready=ready)

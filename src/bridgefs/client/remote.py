@@ -21,6 +21,7 @@ import time
 
 import grpc
 
+from bridgefs.client.cache_policy import CacheMode, short_mode
 from bridgefs.client.channel import errno_of, open_channel
 from bridgefs.client.dirbuf import DirBuffer, Record
 from bridgefs.client.lookups import LookupCounts
@@ -53,9 +54,9 @@ class RemoteFileSystem(FileSystem):
                  client_name: str | None = None, readdir_batch: int = 512):
         self.address = address
         self.share = share
-        self.entry_timeout = entry_timeout
-        self.attr_timeout = attr_timeout
-        self.negative_timeout = negative_timeout
+        # The safe timeouts; the change stream swaps in long ones while it flows.
+        self.short_mode = short_mode(entry_timeout, attr_timeout, negative_timeout)
+        self.mode: CacheMode = self.short_mode
         self.uid = uid
         self.gid = gid
         self.timeout = timeout
@@ -130,6 +131,18 @@ class RemoteFileSystem(FileSystem):
 
     def _send_ping(self) -> None:
         self._call(self._stub.Ping, pb.Empty())
+
+    @property
+    def entry_timeout(self) -> float:
+        return self.mode.entry_timeout
+
+    @property
+    def attr_timeout(self) -> float:
+        return self.mode.attr_timeout
+
+    @property
+    def negative_timeout(self) -> float:
+        return self.mode.negative_timeout
 
     def _writable(self) -> None:
         if self.read_only:
@@ -302,7 +315,7 @@ class RemoteFileSystem(FileSystem):
             self._writable()
         reply = self._call(self._stub.Open, pb.OpenRequest(handle=ino, flags=flags))
         stamp = (reply.attr.size, reply.attr.mtime_ns, reply.attr.ctime_ns)
-        keep = self._stamps.get(ino) == stamp
+        keep = self.mode.trust_pages or self._stamps.get(ino) == stamp
         self._stamps[ino] = stamp
         return Opened(fh=reply.fh, keep_cache=keep)
 
@@ -372,7 +385,8 @@ class RemoteFileSystem(FileSystem):
     def opendir(self, ctx, ino, flags) -> Opened:
         fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=ino)).fh
         self._dirs[fh] = DirBuffer(plus_ttl=self.attr_timeout)
-        return Opened(fh=fh)
+        cached = self.mode.cache_listings
+        return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
 
     def readdir(self, ctx, ino, fh, offset, plus):
         buf = self._dirs.get(fh)

@@ -1,0 +1,120 @@
+"""The change stream: host-side changes in, exact invalidations and replays out.
+
+Runs on its own thread (never a FUSE worker: a notification may wait for a request that waits
+for it).  While the stream flows the filesystem uses long-lived caches; when it breaks, every
+cached name and node is dropped, the short timeouts return, and the stream is reopened with
+backoff; once the server confirms the watch again, long caches resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+
+from bridgefs.fuse.filesystem import ROOT_ID
+from bridgefs.rpc import pb
+
+log = logging.getLogger("bridgefs.client")
+
+Kind = pb.Change.Kind
+MAX_BACKOFF = 5.0
+
+
+class ChangeStream:
+    def __init__(self, fs):
+        self.fs = fs  # a WatchedFileSystem
+        self.flowing = False
+        self.counts = {"received": 0, "replayed": 0, "not_replayed": 0, "overflows": 0,
+                       "reconnects": 0}
+        self._stop = threading.Event()
+        self._call = None
+        self._thread = threading.Thread(target=self._run, name="bridgefs-changes", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._call = self.fs.open_watch()
+                for change in self._call:
+                    if change.errno:
+                        log.warning("the server refused the change stream: errno %d", change.errno)
+                        break
+                    if change.kind == Kind.WATCHING:
+                        self._up()
+                        backoff = 0.1
+                    else:
+                        self._apply(change)
+            except grpc.RpcError as exc:
+                if not self._stop.is_set():
+                    log.warning("change stream broke: %s", exc.code() if hasattr(exc, "code") else exc)
+            except Exception:  # a bug here must not leave long caches on without events
+                log.exception("change stream failed")
+            self._down()
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            self.counts["reconnects"] += 1
+
+    def _up(self) -> None:
+        # Changes made while the stream was down were not seen: nothing cached can be trusted.
+        self.fs.invalidate_all()
+        self.flowing = True
+        self.fs.set_long_caches(True)
+        log.info("change stream up: long-lived caches on")
+
+    def _down(self) -> None:
+        if self.flowing:
+            self.flowing = False
+            self.fs.set_long_caches(False)
+            self.fs.invalidate_all()
+            log.warning("change stream down: caches dropped, short timeouts until it is back")
+
+    def _apply(self, change) -> None:
+        self.counts["received"] += 1
+        if change.kind == Kind.OVERFLOW:
+            self.counts["overflows"] += 1
+            self.fs.invalidate_all()
+            return
+        invalidate(self.fs, change)
+        if self.fs.replay(change):
+            self.counts["replayed"] += 1
+        else:
+            self.counts["not_replayed"] += 1
+
+
+def invalidate(fs, change) -> None:
+    """Exactly what ``change`` makes stale: the names it touches, their parents' attributes and
+    listings, the changed node's attributes (and pages, for content)."""
+    kind = change.kind
+    spots = [list(change.path)]
+    if kind == Kind.MOVED:
+        spots.append(list(change.dest))
+    for path in spots:
+        nodes = fs.names.resolve(path)
+        node = nodes[-1]
+        if not path:
+            node = ROOT_ID
+        if kind in (Kind.MODIFIED, Kind.ATTRIB):
+            if node is not None:
+                # content: pages and attributes; attributes alone: offset -1
+                fs.invalidate_inode(node, 0 if kind == Kind.MODIFIED else -1)
+            continue
+        parent = nodes[-2] if len(nodes) > 1 else None
+        if parent is not None:
+            fs.invalidate_entry(parent, path[-1])
+            fs.invalidate_inode(parent, 0)
+        if node is not None and kind == Kind.DELETED:
+            fs.invalidate_inode(node, -1)  # its link count changed

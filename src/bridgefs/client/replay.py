@@ -1,0 +1,194 @@
+"""Replaying a host-side change inside the mount, so that the VM's kernel emits the inotify events
+a watcher expects (IN_CREATE, IN_DELETE, IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_FROM/TO, IN_ATTRIB).
+
+One thread, whose kernel thread id is known, performs the change's system call on the mount.  The
+kernel puts the caller's thread id in every request, so the filesystem recognises the replay's
+requests and answers them from the plan made here: as if the change had not happened yet, then
+succeeded.  Nothing a replay does reaches the server; every other thread is served as usual.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+
+from bridgefs.fuse.filesystem import Attr, Entry, FsError, Opened
+from bridgefs.rpc import pb
+
+log = logging.getLogger("bridgefs.client")
+
+# Handles and node ids that exist only for replays: far above anything the server issues.
+REPLAY_FH = 1 << 63
+FAKE_NODE_BASE = 1 << 62
+
+Kind = pb.Change.Kind
+
+
+@dataclass
+class Plan:
+    kind: int
+    path: list[bytes]
+    dest: list[bytes] = field(default_factory=list)
+    is_dir: bool = False
+    node: Entry | None = None  # the real node (CREATED: as created; MOVED: as moved)
+    node_used: bool = False  # handed to the kernel (else its reference goes back)
+
+
+def is_fake(ino: int) -> bool:
+    return FAKE_NODE_BASE <= ino < REPLAY_FH
+
+
+class Replayer:
+    def __init__(self, fs, mountpoint: str):
+        self.fs = fs  # the WatchedFileSystem whose requests a replay answers
+        self.mountpoint = mountpoint
+        self.tid: int | None = None
+        self.plan: Plan | None = None
+        self._fake_next = FAKE_NODE_BASE
+        self._fakes: dict[int, Attr] = {}
+        self._lock = threading.Lock()
+
+    # --- running a replay (on the replay thread) ---------------------------------------------
+    def replay(self, change) -> bool:
+        """Perform ``change`` on the mount from this thread; False when it was not replayed
+        (the invalidations already sent keep the caches right either way)."""
+        self.tid = threading.get_native_id()
+        plan = Plan(change.kind, list(change.path), list(change.dest), change.is_dir)
+        if not plan.path or (plan.kind == Kind.MOVED and not plan.dest):
+            return False
+        try:
+            if plan.kind in (Kind.CREATED, Kind.MOVED):
+                at = plan.path if plan.kind == Kind.CREATED else plan.dest
+                plan.node = self._server_node(at)
+                if plan.node is None:
+                    return False  # gone again already: a later change says so
+            self.plan = plan
+            return self._perform(plan)
+        except OSError as exc:
+            log.debug("replay of %s /%s failed: %s", Kind.Name(change.kind),
+                      b"/".join(plan.path).decode(errors="replace"), exc)
+            return False
+        finally:
+            self.plan = None
+            if plan.node is not None and not plan.node_used:
+                self.fs.give_back(plan.node.ino)
+
+    def _perform(self, plan: Plan) -> bool:
+        where = self._mount_path(plan.path)
+        if plan.kind == Kind.CREATED:
+            mode = plan.node.attr.mode
+            if stat.S_ISDIR(mode):
+                os.mkdir(where)
+            elif stat.S_ISLNK(mode):
+                os.symlink("x", where)  # the answer carries the real node, hence the real target
+            elif stat.S_ISREG(mode):
+                os.close(os.open(where, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            else:
+                os.mknod(where, stat.S_IFMT(mode) | 0o644, plan.node.attr.rdev)
+            return True
+        if plan.kind == Kind.DELETED:
+            (os.rmdir if plan.is_dir else os.unlink)(where)
+            return True
+        if plan.kind == Kind.MODIFIED:
+            if plan.is_dir:
+                return False  # a listing change: the invalidation is all there is to it
+            fd = os.open(where, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                os.ftruncate(fd, os.fstat(fd).st_size)  # IN_MODIFY; closing: IN_CLOSE_WRITE
+            finally:
+                os.close(fd)
+            return True
+        if plan.kind == Kind.ATTRIB:
+            st = os.lstat(where)
+            if stat.S_ISLNK(st.st_mode):
+                return False
+            os.chmod(where, stat.S_IMODE(st.st_mode))
+            return True
+        if plan.kind == Kind.MOVED:
+            os.rename(where, self._mount_path(plan.dest))
+            return True
+        return False
+
+    def _server_node(self, path: list[bytes]) -> Entry | None:
+        """The node at ``path`` as the server has it now, its parent put in the kernel's cache
+        (and so in the name table) by a stat through the mount."""
+        try:
+            os.lstat(self._mount_path(path[:-1]))
+        except OSError:
+            return None
+        parent = self.fs.names.resolve(path[:-1])[-1]
+        if parent is None:
+            return None
+        try:
+            entry = self.fs.server_lookup(parent, path[-1])
+        except FsError:
+            return None
+        self.fs.invalidate_entry(parent, path[-1])  # the replay starts from "not there yet"
+        return entry
+
+    def _mount_path(self, path: list[bytes]) -> str:
+        return os.path.join(self.mountpoint, *(os.fsdecode(p) for p in path))
+
+    # --- answering the replay's requests (on FUSE worker threads) ----------------------------
+    def owns(self, ctx) -> bool:
+        return self.plan is not None and ctx.pid == self.tid
+
+    def _is_target(self, parent: int, name: bytes, path: list[bytes]) -> bool:
+        if not path or name != path[-1]:
+            return False
+        expected = self.fs.names.resolve(path[:-1])[-1]
+        return expected is None or expected == parent
+
+    def lookup(self, parent: int, name: bytes, forward) -> Entry:
+        plan = self.plan
+        if plan.kind == Kind.CREATED and self._is_target(parent, name, plan.path):
+            raise FsError(errno.ENOENT)
+        if plan.kind == Kind.MOVED:
+            if self._is_target(parent, name, plan.dest):
+                raise FsError(errno.ENOENT)
+            if self._is_target(parent, name, plan.path):
+                return self.node()
+        if plan.kind == Kind.DELETED and self._is_target(parent, name, plan.path):
+            return self._fake(plan.is_dir)
+        try:
+            return forward(parent, name)
+        except FsError as exc:
+            # a directory on the way that is gone on the host already (a tree removed bottom-up)
+            if exc.errno == errno.ENOENT and name in plan.path[:-1]:
+                return self._fake(True)
+            raise
+
+    def node(self) -> Entry:
+        """The real node, handed to the kernel as the result of the replayed operation."""
+        plan = self.plan
+        if plan.node is None or plan.node_used:
+            raise FsError(errno.EIO)
+        plan.node_used = True
+        return plan.node
+
+    def opened(self) -> Opened:
+        return Opened(fh=REPLAY_FH)  # no KEEP_CACHE: the kernel drops the file's stale pages
+
+    def _fake(self, is_dir: bool) -> Entry:
+        with self._lock:
+            ino = self._fake_next
+            self._fake_next += 1
+            mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
+            attr = Attr(ino=ino, mode=mode, nlink=2 if is_dir else 1)
+            self._fakes[ino] = attr
+        return Entry(ino=ino, attr=attr, entry_timeout=0, attr_timeout=0)
+
+    def fake_attr(self, ino: int) -> Attr:
+        with self._lock:
+            attr = self._fakes.get(ino)
+        if attr is None:
+            raise FsError(errno.ESTALE)
+        return attr
+
+    def forget_fake(self, ino: int) -> None:
+        with self._lock:
+            self._fakes.pop(ino, None)

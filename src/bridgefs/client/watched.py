@@ -1,0 +1,197 @@
+"""A remote share that follows host-side changes: the RemoteFileSystem plus the name table that
+finds what a change makes stale, the replay of changes for the VM's watchers, and the switch
+between long-lived caches (stream flowing) and short ones (stream down)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+
+from bridgefs.client.cache_policy import long_mode
+from bridgefs.client.changes import ChangeStream
+from bridgefs.client.names import NameTable
+from bridgefs.client.remote import RemoteFileSystem
+from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
+from bridgefs.fuse import notify
+from bridgefs.fuse.filesystem import ROOT_ID, AttrReply, Context, Entry, FsError, Opened
+from bridgefs.rpc import pb
+
+log = logging.getLogger("bridgefs.client")
+
+
+class WatchedFileSystem(RemoteFileSystem):
+    def __init__(self, *args, watch: bool = True, long_timeout: float = 3600.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.names = NameTable()
+        self.watch = watch
+        self.long_mode = long_mode(long_timeout)
+        self.replayer: Replayer | None = None
+        self.stream: ChangeStream | None = None
+        self._send = None
+        self._notify_lock = threading.Lock()
+
+    # --- wiring to the session ------------------------------------------------------------------
+    def attach(self, send_notification, mountpoint: str) -> None:
+        """Called by the daemon before mounting: how to reach the kernel, and where the mount is."""
+        self._send = send_notification
+        self.replayer = Replayer(self, mountpoint)
+
+    def mounted(self) -> None:
+        """Called once the kernel's INIT is answered: start following changes."""
+        if self.watch and self.stream is None:
+            self.stream = ChangeStream(self)
+            self.stream.start()
+
+    def open_watch(self):
+        return self._stub.Watch(pb.WatchRequest(), metadata=self._metadata)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        super().close()
+
+    def status(self) -> dict:
+        stream = self.stream
+        return {
+            "events": "flowing" if stream and stream.flowing else ("off" if not self.watch else "down"),
+            "cache_mode": self.mode.name,
+            "entry_timeout": self.mode.entry_timeout,
+            "attr_timeout": self.mode.attr_timeout,
+            "known_names": len(self.names),
+            **(stream.counts if stream else {}),
+        }
+
+    # --- cache control ----------------------------------------------------------------------------
+    def set_long_caches(self, on: bool) -> None:
+        self.mode = self.long_mode if on else self.short_mode
+
+    def invalidate_entry(self, parent: int, name: bytes) -> None:
+        self._notify(notify.inval_entry(parent, name))
+
+    def invalidate_inode(self, ino: int, offset: int = 0) -> None:
+        self._notify(notify.inval_inode(ino, offset, 0))
+
+    def invalidate_all(self) -> None:
+        names, nodes, negatives = self.names.snapshot()
+        self.names.clear_negatives()
+        for parent, name in names + negatives:
+            self.invalidate_entry(parent, name)
+        for ino in [ROOT_ID, *nodes]:
+            self.invalidate_inode(ino, 0)
+
+    def _notify(self, chunks: list[bytes]) -> None:
+        if self._send is not None:
+            with self._notify_lock:
+                self._send(chunks)
+
+    # --- replays ----------------------------------------------------------------------------------
+    def replay(self, change) -> bool:
+        return self.replayer is not None and self.replayer.replay(change)
+
+    def server_lookup(self, parent: int, name: bytes) -> Entry:
+        entry = RemoteFileSystem.lookup(self, Context(), parent, name)
+        if not entry.ino:
+            raise FsError(errno.ENOENT)
+        return entry
+
+    def give_back(self, handle: int) -> None:
+        self._counts.give_back(handle)
+
+    def _replaying(self, ctx) -> bool:
+        return self.replayer is not None and self.replayer.owns(ctx)
+
+    # --- names (recorded for invalidation) -------------------------------------------------------
+    def _named(self, parent: int, name: bytes, entry: Entry) -> Entry:
+        if entry.ino:
+            self.names.add(parent, name, entry.ino)
+        elif entry.entry_timeout > 0 and not self.names.add_negative(parent, name):
+            entry.entry_timeout = 0  # could not be found again to invalidate: do not cache it
+        return entry
+
+    def _forward_lookup(self, parent: int, name: bytes) -> Entry:
+        return RemoteFileSystem.lookup(self, Context(), parent, name)
+
+    def lookup(self, ctx, parent, name) -> Entry:
+        if self._replaying(ctx):
+            return self._named(parent, name, self.replayer.lookup(parent, name,
+                                                                  self._forward_lookup))
+        return self._named(parent, name, super().lookup(ctx, parent, name))
+
+    def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
+        if self._replaying(ctx):
+            return self._named(parent, name, self.replayer.node())
+        return self._named(parent, name, super().mknod(ctx, parent, name, mode, rdev, umask))
+
+    def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
+        if self._replaying(ctx):
+            return self._named(parent, name, self.replayer.node())
+        return self._named(parent, name, super().mkdir(ctx, parent, name, mode, umask))
+
+    def symlink(self, ctx, parent, name, target) -> Entry:
+        if self._replaying(ctx):
+            return self._named(parent, name, self.replayer.node())
+        return self._named(parent, name, super().symlink(ctx, parent, name, target))
+
+    def link(self, ctx, ino, new_parent, new_name) -> Entry:
+        return self._named(new_parent, new_name, super().link(ctx, ino, new_parent, new_name))
+
+    def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
+        if self._replaying(ctx):
+            return self._named(parent, name, self.replayer.node()), self.replayer.opened()
+        entry, opened = super().create(ctx, parent, name, mode, umask, flags)
+        return self._named(parent, name, entry), opened
+
+    def unlink(self, ctx, parent, name) -> None:
+        if not self._replaying(ctx):
+            super().unlink(ctx, parent, name)
+        self.names.remove(parent, name)
+
+    def rmdir(self, ctx, parent, name) -> None:
+        if not self._replaying(ctx):
+            super().rmdir(ctx, parent, name)
+        self.names.remove(parent, name)
+
+    def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
+        if not self._replaying(ctx):
+            super().rename(ctx, parent, name, new_parent, new_name, flags)
+        self.names.move(parent, name, new_parent, new_name, exchange=bool(flags & 2))
+
+    def forget(self, ino: int, nlookup: int | None = None) -> None:
+        if is_fake(ino):
+            self.replayer.forget_fake(ino)
+            return
+        self.names.forget(ino)
+        super().forget(ino, nlookup)
+
+    def readdir(self, ctx, ino, fh, offset, plus):
+        for record in super().readdir(ctx, ino, fh, offset, plus):
+            if record.entry is not None and record.entry.ino:
+                self.names.add(ino, record.name, record.entry.ino)
+            yield record
+
+    # --- what a replay opens and changes never reaches the server ----------------------------
+    def getattr(self, ctx, ino, fh) -> AttrReply:
+        if is_fake(ino):
+            return AttrReply(self.replayer.fake_attr(ino), 0)
+        return super().getattr(ctx, ino, None if fh == REPLAY_FH else fh)
+
+    def setattr(self, ctx, ino, changes, fh) -> AttrReply:
+        if is_fake(ino):
+            return AttrReply(self.replayer.fake_attr(ino), 0)
+        if self._replaying(ctx) or fh == REPLAY_FH:
+            return super().getattr(ctx, ino, None)  # the attributes as they are now
+        return super().setattr(ctx, ino, changes, fh)
+
+    def open(self, ctx, ino, flags) -> Opened:
+        if self._replaying(ctx):
+            return self.replayer.opened()
+        return super().open(ctx, ino, flags)
+
+    def flush(self, ctx, ino, fh, lock_owner) -> None:
+        if fh != REPLAY_FH:
+            super().flush(ctx, ino, fh, lock_owner)
+
+    def release(self, ctx, ino, fh, flags) -> None:
+        if fh != REPLAY_FH:
+            super().release(ctx, ino, fh, flags)
