@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 
 from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
+from bridgefs.client.lazy import LazyHandles
 from bridgefs.client.names import NameTable
 from bridgefs.client.remote import RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
@@ -30,6 +32,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self.stream: ChangeStream | None = None
         self._send = None
         self._notify_lock = threading.Lock()
+        self.lazy = LazyHandles()
 
     # --- wiring to the session ------------------------------------------------------------------
     def attach(self, send_notification, mountpoint: str) -> None:
@@ -165,6 +168,11 @@ class WatchedFileSystem(RemoteFileSystem):
         super().forget(ino, nlookup)
 
     def readdir(self, ctx, ino, fh, offset, plus):
+        if self.lazy.is_lazy(fh):
+            try:
+                fh = self.lazy.resolve(fh, self._opendir_on_server)
+            except KeyError:
+                raise FsError(errno.EBADF) from None
         for record in super().readdir(ctx, ino, fh, offset, plus):
             if record.entry is not None and record.entry.ino:
                 self.names.add(ino, record.name, record.entry.ino)
@@ -174,24 +182,88 @@ class WatchedFileSystem(RemoteFileSystem):
     def getattr(self, ctx, ino, fh) -> AttrReply:
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
-        return super().getattr(ctx, ino, None if fh == REPLAY_FH else fh)
+        if fh == REPLAY_FH or self.lazy.is_lazy(fh):
+            fh = None
+        return super().getattr(ctx, ino, fh)
 
     def setattr(self, ctx, ino, changes, fh) -> AttrReply:
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
         if self._replaying(ctx) or fh == REPLAY_FH:
             return super().getattr(ctx, ino, None)  # the attributes as they are now
+        if self.lazy.is_lazy(fh):
+            fh = None
         return super().setattr(ctx, ino, changes, fh)
 
     def open(self, ctx, ino, flags) -> Opened:
         if self._replaying(ctx):
             return self.replayer.opened()
+        if self.mode.trust_pages and flags & (os.O_ACCMODE | os.O_TRUNC) == os.O_RDONLY:
+            return Opened(fh=self.lazy.new(ino, flags), keep_cache=True)
         return super().open(ctx, ino, flags)
 
+    def _open_on_server(self, ino: int, flags: int) -> int:
+        return RemoteFileSystem.open(self, Context(), ino, flags).fh
+
+    def _server_fh(self, fh):
+        """The server's handle behind ``fh`` (a lazy one is opened there now)."""
+        if not self.lazy.is_lazy(fh):
+            return fh
+        try:
+            return self.lazy.resolve(fh, self._open_on_server)
+        except KeyError:
+            raise FsError(errno.EBADF) from None
+
+    def read(self, ctx, ino, fh, offset, size) -> bytes:
+        return super().read(ctx, ino, self._server_fh(fh), offset, size)
+
+    def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
+                        flags) -> int:
+        return super().copy_file_range(ctx, ino_in, self._server_fh(fh_in), off_in, ino_out,
+                                       self._server_fh(fh_out), off_out, length, flags)
+
+    def lseek(self, ctx, ino, fh, offset, whence) -> int:
+        return super().lseek(ctx, ino, self._server_fh(fh), offset, whence)
+
+    def fsync(self, ctx, ino, fh, datasync) -> None:
+        if self.lazy.is_lazy(fh) and self.lazy.server_fh(fh) is None:
+            return  # opened for reading and never read: nothing to make durable
+        super().fsync(ctx, ino, self._server_fh(fh), datasync)
+
     def flush(self, ctx, ino, fh, lock_owner) -> None:
-        if fh != REPLAY_FH:
-            super().flush(ctx, ino, fh, lock_owner)
+        if fh == REPLAY_FH:
+            return
+        if self.lazy.is_lazy(fh):
+            fh = self.lazy.server_fh(fh)
+            if fh is None:
+                return
+        super().flush(ctx, ino, fh, lock_owner)
 
     def release(self, ctx, ino, fh, flags) -> None:
-        if fh != REPLAY_FH:
-            super().release(ctx, ino, fh, flags)
+        if fh == REPLAY_FH:
+            return
+        if self.lazy.is_lazy(fh):
+            fh = self.lazy.release(fh)
+            if fh is None:
+                return
+        super().release(ctx, ino, fh, flags)
+
+    def opendir(self, ctx, ino, flags) -> Opened:
+        if self.mode.cache_listings:
+            return Opened(fh=self.lazy.new(ino, flags), cache_dir=True, keep_cache=True)
+        return super().opendir(ctx, ino, flags)
+
+    def _opendir_on_server(self, ino: int, flags: int) -> int:
+        return RemoteFileSystem.opendir(self, Context(), ino, flags).fh
+
+    def releasedir(self, ctx, ino, fh) -> None:
+        if self.lazy.is_lazy(fh):
+            fh = self.lazy.release(fh)
+            if fh is None:
+                return
+        super().releasedir(ctx, ino, fh)
+
+    def fsyncdir(self, ctx, ino, fh, datasync) -> None:
+        if self.lazy.is_lazy(fh):
+            fh = self.lazy.resolve(fh, self._opendir_on_server)
+        super().fsyncdir(ctx, ino, fh, datasync)

@@ -1,0 +1,63 @@
+"""Watchers inside the mount hear host-side changes, with the right names and kinds."""
+
+import os
+import time
+
+
+def test_host_changes_reach_inotifywait(watched_share, inotify):
+    host, mnt = watched_share
+    deep = host / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    inotify.expect("CREATE", "a")
+    # inotifywait -r adds watches for new directories as it sees them; give it the tree first
+    os.listdir(mnt / "a" / "b" / "c")
+    time.sleep(0.3)
+    inotify.drain(0.3)
+
+    (deep / "new.txt").write_text("one")
+    assert "ISDIR" not in inotify.expect("CREATE", "a/b/c/new.txt")
+
+    (deep / "new.txt").write_text("two, longer")
+    inotify.expect("MODIFY", "a/b/c/new.txt")
+
+    os.chmod(deep / "new.txt", 0o600)
+    inotify.expect("ATTRIB", "a/b/c/new.txt")
+
+    os.rename(deep / "new.txt", deep / "renamed.txt")
+    inotify.expect("MOVED_FROM", "a/b/c/new.txt")
+    inotify.expect("MOVED_TO", "a/b/c/renamed.txt")
+
+    os.unlink(deep / "renamed.txt")
+    inotify.expect("DELETE", "a/b/c/renamed.txt")
+
+    (deep / "sub").mkdir()
+    assert "ISDIR" in inotify.expect("CREATE", "a/b/c/sub")
+    (deep / "sub").rmdir()
+    assert "ISDIR" in inotify.expect("DELETE", "a/b/c/sub")
+
+
+def test_editor_style_atomic_save(watched_share, inotify):
+    host, mnt = watched_share
+    (host / "app.js").write_text("v1")
+    inotify.expect("CREATE", "app.js")
+    tmp = host / ".app.js.swp"
+    tmp.write_text("v2 of the file")
+    os.rename(tmp, host / "app.js")
+    inotify.expect("MOVED_TO", "app.js")
+    assert (mnt / "app.js").read_text() == "v2 of the file"
+
+
+def test_changes_through_the_mount_are_heard_once(watched_share, inotify):
+    host, mnt = watched_share
+    (mnt / "local.txt").write_text("x")
+    (mnt / "dir").mkdir()
+    os.rename(mnt / "local.txt", mnt / "dir" / "moved.txt")
+    os.unlink(mnt / "dir" / "moved.txt")
+    time.sleep(1.5)  # let any echo from the server arrive, if it (wrongly) came
+    events = inotify.drain(0.5)
+    creates = [p for flags, p in events if "CREATE" in flags and p == "local.txt"]
+    deletes = [p for flags, p in events if "DELETE" in flags and p == "dir/moved.txt"]
+    moves = [p for flags, p in events if "MOVED_TO" in flags]
+    assert creates == ["local.txt"], events
+    assert deletes == ["dir/moved.txt"], events
+    assert moves == ["dir/moved.txt"], events
