@@ -43,6 +43,20 @@ def wait_for_events(mnt, timeout: float = 20) -> None:
     raise AssertionError(f"the change stream of {mnt} did not come up: {status(mnt)}")
 
 
+def wait_settled(mnt, quiet: float = 1.0, timeout: float = 120) -> dict:
+    """Wait until the client has applied every change sent so far (none came for ``quiet`` s)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = status(mnt)
+        if now.get("received") != last:
+            last, since = now.get("received"), time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"changes kept coming for {timeout} s: {status(mnt)}")
+
+
 class Inotifywait:
     """`inotifywait -m -r` on the mount, its events as (EVENTS, path relative to the mount)."""
 

@@ -49,8 +49,10 @@ def test_editor_style_atomic_save(watched_share, inotify):
 
 def test_changes_through_the_mount_are_heard_once(watched_share, inotify):
     host, mnt = watched_share
-    (mnt / "local.txt").write_text("x")
     (mnt / "dir").mkdir()
+    inotify.expect("CREATE", "dir")
+    time.sleep(0.3)  # inotifywait -r puts its watch on the new directory
+    (mnt / "local.txt").write_text("x")
     os.rename(mnt / "local.txt", mnt / "dir" / "moved.txt")
     os.unlink(mnt / "dir" / "moved.txt")
     time.sleep(1.5)  # let any echo from the server arrive, if it (wrongly) came

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import threading
+import time
 
 from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
@@ -16,7 +17,7 @@ from bridgefs.client.names import NameTable
 from bridgefs.client.remote import RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
 from bridgefs.fuse import notify
-from bridgefs.fuse.filesystem import ROOT_ID, AttrReply, Context, Entry, FsError, Opened
+from bridgefs.fuse.filesystem import ROOT_ID, Attr, AttrReply, Context, Entry, FsError, Opened
 from bridgefs.rpc import pb
 
 log = logging.getLogger("bridgefs.client")
@@ -33,6 +34,10 @@ class WatchedFileSystem(RemoteFileSystem):
         self._send = None
         self._notify_lock = threading.Lock()
         self.lazy = LazyHandles()
+        # Attributes the kernel was last told, answered again without a round trip while
+        # changes stream in (the kernel asks again after reads: it leaves atime to us).
+        self.attrs: dict[int, Attr] = {}
+        self._statfs = None
 
     # --- wiring to the session ------------------------------------------------------------------
     def attach(self, send_notification, mountpoint: str) -> None:
@@ -68,14 +73,18 @@ class WatchedFileSystem(RemoteFileSystem):
     # --- cache control ----------------------------------------------------------------------------
     def set_long_caches(self, on: bool) -> None:
         self.mode = self.long_mode if on else self.short_mode
+        if not on:
+            self.attrs.clear()
 
     def invalidate_entry(self, parent: int, name: bytes) -> None:
         self._notify(notify.inval_entry(parent, name))
 
     def invalidate_inode(self, ino: int, offset: int = 0) -> None:
+        self.attrs.pop(ino, None)
         self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
+        self.attrs.clear()
         names, nodes, negatives = self.names.snapshot()
         self.names.clear_negatives()
         for parent, name in names + negatives:
@@ -105,9 +114,14 @@ class WatchedFileSystem(RemoteFileSystem):
         return self.replayer is not None and self.replayer.owns(ctx)
 
     # --- names (recorded for invalidation) -------------------------------------------------------
+    def _created(self, parent: int, name: bytes, entry: Entry) -> Entry:
+        self._changed(parent)
+        return self._named(parent, name, entry)
+
     def _named(self, parent: int, name: bytes, entry: Entry) -> Entry:
         if entry.ino:
             self.names.add(parent, name, entry.ino)
+            self._keep_attr(entry.ino, entry.attr)
         elif entry.entry_timeout > 0 and not self.names.add_negative(parent, name):
             entry.entry_timeout = 0  # could not be found again to invalidate: do not cache it
         return entry
@@ -124,40 +138,43 @@ class WatchedFileSystem(RemoteFileSystem):
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.node())
-        return self._named(parent, name, super().mknod(ctx, parent, name, mode, rdev, umask))
+        return self._created(parent, name, super().mknod(ctx, parent, name, mode, rdev, umask))
 
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.node())
-        return self._named(parent, name, super().mkdir(ctx, parent, name, mode, umask))
+        return self._created(parent, name, super().mkdir(ctx, parent, name, mode, umask))
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.node())
-        return self._named(parent, name, super().symlink(ctx, parent, name, target))
+        return self._created(parent, name, super().symlink(ctx, parent, name, target))
 
     def link(self, ctx, ino, new_parent, new_name) -> Entry:
-        return self._named(new_parent, new_name, super().link(ctx, ino, new_parent, new_name))
+        self._changed(ino)
+        return self._created(new_parent, new_name, super().link(ctx, ino, new_parent, new_name))
 
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.node()), self.replayer.opened()
         entry, opened = super().create(ctx, parent, name, mode, umask, flags)
-        return self._named(parent, name, entry), opened
+        return self._created(parent, name, entry), opened
 
     def unlink(self, ctx, parent, name) -> None:
         if not self._replaying(ctx):
             super().unlink(ctx, parent, name)
-        self.names.remove(parent, name)
+        self._changed(parent, self.names.remove(parent, name) or 0)
 
     def rmdir(self, ctx, parent, name) -> None:
         if not self._replaying(ctx):
             super().rmdir(ctx, parent, name)
-        self.names.remove(parent, name)
+        self._changed(parent, self.names.remove(parent, name) or 0)
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         if not self._replaying(ctx):
             super().rename(ctx, parent, name, new_parent, new_name, flags)
+        self._changed(parent, new_parent, self.names.lookup(parent, name) or 0,
+                      self.names.lookup(new_parent, new_name) or 0)
         self.names.move(parent, name, new_parent, new_name, exchange=bool(flags & 2))
 
     def forget(self, ino: int, nlookup: int | None = None) -> None:
@@ -165,7 +182,17 @@ class WatchedFileSystem(RemoteFileSystem):
             self.replayer.forget_fake(ino)
             return
         self.names.forget(ino)
+        self.attrs.pop(ino, None)
         super().forget(ino, nlookup)
+
+    def _keep_attr(self, ino: int, attr: Attr | None) -> None:
+        if attr is not None and self.mode.trust_pages and not is_fake(ino):
+            self.attrs[ino] = attr
+
+    def _changed(self, *inos: int) -> None:
+        """Nodes this client just changed on the server: their remembered attributes are old."""
+        for ino in inos:
+            self.attrs.pop(ino, None)
 
     def readdir(self, ctx, ino, fh, offset, plus):
         if self.lazy.is_lazy(fh):
@@ -176,15 +203,37 @@ class WatchedFileSystem(RemoteFileSystem):
         for record in super().readdir(ctx, ino, fh, offset, plus):
             if record.entry is not None and record.entry.ino:
                 self.names.add(ino, record.name, record.entry.ino)
+                self._keep_attr(record.entry.ino, record.entry.attr)
             yield record
 
+    def statfs(self, ctx, ino):
+        # Free space changes all the time; a second-old figure spares a round trip per `df`/find.
+        now = time.monotonic()
+        cached = self._statfs
+        if self.mode.trust_pages and cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        result = super().statfs(ctx, ino)
+        self._statfs = (now, result)
+        return result
+
     # --- what a replay opens and changes never reaches the server ----------------------------
+    def getxattr(self, ctx, ino, name) -> bytes:
+        if self._replaying(ctx) or is_fake(ino):
+            raise FsError(errno.ENODATA)  # the kernel checking security.capability before a write
+        return super().getxattr(ctx, ino, name)
+
     def getattr(self, ctx, ino, fh) -> AttrReply:
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
         if fh == REPLAY_FH or self.lazy.is_lazy(fh):
             fh = None
-        return super().getattr(ctx, ino, fh)
+        if self.mode.trust_pages:
+            attr = self.attrs.get(ino)
+            if attr is not None:
+                return AttrReply(attr, self.attr_timeout)
+        reply = super().getattr(ctx, ino, fh)
+        self._keep_attr(ino, reply.attr)
+        return reply
 
     def setattr(self, ctx, ino, changes, fh) -> AttrReply:
         if is_fake(ino):
@@ -193,7 +242,10 @@ class WatchedFileSystem(RemoteFileSystem):
             return super().getattr(ctx, ino, None)  # the attributes as they are now
         if self.lazy.is_lazy(fh):
             fh = None
-        return super().setattr(ctx, ino, changes, fh)
+        self._changed(ino)
+        reply = super().setattr(ctx, ino, changes, fh)
+        self._keep_attr(ino, reply.attr)
+        return reply
 
     def open(self, ctx, ino, flags) -> Opened:
         if self._replaying(ctx):
@@ -214,11 +266,28 @@ class WatchedFileSystem(RemoteFileSystem):
         except KeyError:
             raise FsError(errno.EBADF) from None
 
+    def write(self, ctx, ino, fh, offset, data, flags) -> int:
+        self._changed(ino)
+        return super().write(ctx, ino, fh, offset, data, flags)
+
+    def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
+        self._changed(ino)
+        super().fallocate(ctx, ino, fh, offset, length, mode)
+
+    def setxattr(self, ctx, ino, name, value, flags) -> None:
+        self._changed(ino)
+        super().setxattr(ctx, ino, name, value, flags)
+
+    def removexattr(self, ctx, ino, name) -> None:
+        self._changed(ino)
+        super().removexattr(ctx, ino, name)
+
     def read(self, ctx, ino, fh, offset, size) -> bytes:
         return super().read(ctx, ino, self._server_fh(fh), offset, size)
 
     def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
                         flags) -> int:
+        self._changed(ino_out)
         return super().copy_file_range(ctx, ino_in, self._server_fh(fh_in), off_in, ino_out,
                                        self._server_fh(fh_out), off_out, length, flags)
 
