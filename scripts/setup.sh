@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(fuse3 inotify-tools git sqlite3 rsync)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -19,3 +20,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# The Node watcher (chokidar, as webpack and Vite use it) the event tests run in a mount.
+(cd tests/events/node && npm ci --no-audit --no-fund --silent)
