@@ -8,6 +8,7 @@ backoff; once the server confirms the watch again, long caches resume.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 
@@ -50,7 +51,9 @@ class ChangeStream:
                 self._call = self.fs.open_watch()
                 for change in self._call:
                     if change.errno:
-                        log.warning("the server refused the change stream: errno %d", change.errno)
+                        if change.errno != errno.ESTALE:
+                            log.warning("the server refused the change stream: errno %d",
+                                        change.errno)
                         break
                     if change.kind == Kind.WATCHING:
                         self._up()
@@ -65,6 +68,7 @@ class ChangeStream:
             self._down()
             if self._stop.wait(backoff):
                 break
+            self.fs.resume()  # after a server restart: a new session, then the stream again
             backoff = min(backoff * 2, MAX_BACKOFF)
             self.counts["reconnects"] += 1
 

@@ -52,6 +52,12 @@ class LazyHandles:
             self._opening.pop(fh, None)
         return None if slot is None else slot[2]
 
+    def forget_server_handles(self) -> None:
+        """The server session was lost: reopen on next use (reads of files already open go on)."""
+        with self._lock:
+            for slot in self._open.values():
+                slot[2] = None
+
     def server_fh(self, fh: int) -> int | None:
         with self._lock:
             slot = self._open.get(fh)

@@ -79,6 +79,12 @@ class LookupCounts:
         if len(self._pending) >= BATCH_MAX:
             self._wake.notify()
 
+    def reset(self) -> None:
+        """The session was lost: its handles and pending forgets mean nothing any more."""
+        with self._lock:
+            self._received.clear()
+            self._pending.clear()
+
     def touch(self) -> None:
         """Any call reached the server: no ping needed for a while."""
         self._last_activity = time.monotonic()

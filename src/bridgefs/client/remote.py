@@ -30,11 +30,13 @@ from bridgefs.fuse.filesystem import (
     TIME_NOW, Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr,
     StatFs,
 )
-from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, SESSION_KEY, pb, pb_grpc
+from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc
 
 log = logging.getLogger("bridgefs.client")
 
 REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch")
+EPOCH_SHIFT = 40
+HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 
 
@@ -63,6 +65,9 @@ class RemoteFileSystem(FileSystem):
         self.slow_timeout = slow_timeout
         self.readdir_batch = readdir_batch
         self.rpc_stats = RpcStats()
+        self.epoch = 0
+        self._rebound: dict[int, int] = {}
+        self._resume_lock = threading.Lock()
         self._conn = open_channel(address)
         self._stub = pb_grpc.FilesStub(self._conn.channel)
         self._metadata: tuple = ()
@@ -70,9 +75,9 @@ class RemoteFileSystem(FileSystem):
         self._dirs: dict[int, DirBuffer] = {}
         self._closed = False
         self._close_lock = threading.Lock()
+        self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
         try:
-            hello = self._handshake(client_name or f"{socket.gethostname()} pid {os.getpid()}",
-                                    connect_timeout)
+            hello = self._handshake(self._client_name, connect_timeout)
         except BaseException:
             self._conn.close()
             raise
@@ -107,6 +112,63 @@ class RemoteFileSystem(FileSystem):
                                           f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}"}
             raise FsError(reply.errno, why.get(reply.errno, os.strerror(reply.errno)))
         return reply
+
+    # --- node ids across a server restart ------------------------------------------------------
+    # Node ids are the server's handles, until the server forgets the session (it restarted):
+    # then the client handshakes again, and ids of later sessions carry the session's number
+    # ("epoch") above EPOCH_SHIFT, so they never collide with ids the kernel still holds.  An id
+    # from an earlier session is bound again, on first use, by looking its name up anew.
+    def _h(self, ino: int) -> int:
+        """The server handle of node id ``ino``."""
+        if ino == ROOT_HANDLE or ino >> EPOCH_SHIFT == self.epoch:
+            return ino & HANDLE_MASK
+        handle = self._rebound.get(ino)
+        if handle is None:
+            handle = self._rebind(ino)
+        return handle
+
+    def _n(self, handle: int) -> int:
+        """The node id of server handle ``handle``."""
+        return handle if handle == ROOT_HANDLE else (self.epoch << EPOCH_SHIFT) | handle
+
+    def name_of(self, ino: int) -> tuple[int, bytes] | None:
+        """(parent node id, name) of a node, for rebinding after a restart; see WatchedFileSystem."""
+        return None
+
+    def _rebind(self, ino: int) -> int:
+        where = self.name_of(ino)
+        if where is None:
+            raise FsError(errno.ESTALE)
+        parent, name = where
+        reply = self._call(self._stub.Lookup, pb.NameRequest(parent=self._h(parent), name=name))
+        self._counts.received(reply.entry.handle)
+        self._rebound[ino] = reply.entry.handle
+        return reply.entry.handle
+
+    def resume(self) -> bool:
+        """Open a new session after the server lost ours (it restarted).  False if it is not
+        back yet.  Open files of the lost session stay lost (EBADF)."""
+        with self._resume_lock:
+            try:
+                reply = self._call(self._stub.Ping, pb.Empty(), timeout=min(self.timeout, 5.0))
+                return True  # the session is fine
+            except FsError as exc:
+                if exc.errno != errno.ESTALE:
+                    return False
+            try:
+                hello = self._handshake(self._client_name, min(self.timeout, 5.0))
+            except FsError:
+                return False
+            self.session = hello.session
+            self._metadata = ((SESSION_KEY, hello.session),)
+            self.epoch += 1
+            self._rebound.clear()
+            self._stamps.clear()
+            self._dirs.clear()
+            self._counts.reset()
+            log.warning("the server lost this client's session: attached again (session %d)",
+                        self.epoch)
+            return True
 
     def _call(self, rpc, request, timeout: float | None = None):
         started = time.perf_counter_ns()
@@ -158,7 +220,7 @@ class RemoteFileSystem(FileSystem):
     def _entry(self, e) -> Entry:
         """An Entry for the FUSE layer; counts the reference it carries."""
         self._counts.received(e.handle)
-        return Entry(ino=e.handle, attr=self._attr(e.attr), entry_timeout=self.entry_timeout,
+        return Entry(ino=self._n(e.handle), attr=self._attr(e.attr), entry_timeout=self.entry_timeout,
                      attr_timeout=self.attr_timeout)
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -167,7 +229,12 @@ class RemoteFileSystem(FileSystem):
         references the kernel dropped; otherwise every reference this client received is
         returned."""
         self._stamps.pop(ino, None)
-        self._counts.forget(ino, nlookup)
+        if ino >> EPOCH_SHIFT == self.epoch:
+            self._counts.forget(ino & HANDLE_MASK, nlookup)
+        else:  # a node from before the session was resumed: only its rebinding is held
+            handle = self._rebound.pop(ino, None)
+            if handle is not None:
+                self._counts.give_back(handle)
 
     def flush_forgets(self) -> None:
         """Send queued forgets now (normally they go out in the background within ~20 ms)."""
@@ -198,7 +265,7 @@ class RemoteFileSystem(FileSystem):
     # --- names ----------------------------------------------------------------------------------
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
         try:
-            reply = self._call(self._stub.Lookup, pb.NameRequest(parent=parent, name=name))
+            reply = self._call(self._stub.Lookup, pb.NameRequest(parent=self._h(parent), name=name))
         except FsError as exc:
             if exc.errno == errno.ENOENT and self.negative_timeout > 0:
                 return Entry(ino=0, attr=None, entry_timeout=self.negative_timeout)
@@ -208,39 +275,39 @@ class RemoteFileSystem(FileSystem):
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         self._writable()
         return self._entry(self._call(self._stub.MkNod, pb.MkNodRequest(
-            parent=parent, name=name, mode=mode, rdev=rdev, umask=umask)).entry)
+            parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
 
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         self._writable()
         return self._entry(self._call(self._stub.MkDir, pb.MkDirRequest(
-            parent=parent, name=name, mode=mode, umask=umask)).entry)
+            parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         self._writable()
         return self._entry(self._call(self._stub.Symlink, pb.SymlinkRequest(
-            parent=parent, name=name, target=target)).entry)
+            parent=self._h(parent), name=name, target=target)).entry)
 
     def link(self, ctx, ino, new_parent, new_name) -> Entry:
         self._writable()
         return self._entry(self._call(self._stub.Link, pb.LinkRequest(
-            handle=ino, new_parent=new_parent, new_name=new_name)).entry)
+            handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
 
     def unlink(self, ctx, parent, name) -> None:
         self._writable()
-        self._call(self._stub.Unlink, pb.NameRequest(parent=parent, name=name))
+        self._call(self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rmdir(self, ctx, parent, name) -> None:
         self._writable()
-        self._call(self._stub.RmDir, pb.NameRequest(parent=parent, name=name))
+        self._call(self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         self._writable()
         self._call(self._stub.Rename, pb.RenameRequest(
-            parent=parent, name=name, new_parent=new_parent, new_name=new_name, flags=flags))
+            parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name, flags=flags))
 
     # --- attributes -----------------------------------------------------------------------------
     def getattr(self, ctx, ino, fh) -> AttrReply:
-        request = pb.GetAttrRequest(handle=ino)
+        request = pb.GetAttrRequest(handle=self._h(ino))
         if fh is not None:
             request.fh = fh
         reply = self._call(self._stub.GetAttr, request)
@@ -255,7 +322,7 @@ class RemoteFileSystem(FileSystem):
 
     def setattr(self, ctx, ino, changes: SetAttr, fh) -> AttrReply:
         self._writable()
-        request = pb.SetAttrRequest(handle=ino, kill_suidgid=changes.kill_suidgid)
+        request = pb.SetAttrRequest(handle=self._h(ino), kill_suidgid=changes.kill_suidgid)
         if fh is not None:
             request.fh = fh
         if changes.mode is not None:
@@ -278,42 +345,42 @@ class RemoteFileSystem(FileSystem):
         return AttrReply(self._attr(reply.attr), self.attr_timeout)
 
     def readlink(self, ctx, ino) -> bytes:
-        return self._call(self._stub.ReadLink, pb.NodeRequest(handle=ino)).target
+        return self._call(self._stub.ReadLink, pb.NodeRequest(handle=self._h(ino))).target
 
     def access(self, ctx, ino, mask) -> None:
         if mask & os.W_OK and self.read_only:
             raise FsError(errno.EROFS)
-        self._call(self._stub.Access, pb.AccessRequest(handle=ino, mask=mask))
+        self._call(self._stub.Access, pb.AccessRequest(handle=self._h(ino), mask=mask))
 
     def statfs(self, ctx, ino) -> StatFs:
-        r = self._call(self._stub.StatFs, pb.NodeRequest(handle=ino))
+        r = self._call(self._stub.StatFs, pb.NodeRequest(handle=self._h(ino)))
         return StatFs(blocks=r.blocks, bfree=r.bfree, bavail=r.bavail, files=r.files,
                       ffree=r.ffree, bsize=r.bsize, namelen=r.namelen, frsize=r.frsize)
 
     def syncfs(self, ctx, ino) -> None:
-        self._call(self._stub.SyncFs, pb.NodeRequest(handle=ino), self.slow_timeout)
+        self._call(self._stub.SyncFs, pb.NodeRequest(handle=self._h(ino)), self.slow_timeout)
 
     # --- extended attributes ------------------------------------------------------------------
     def setxattr(self, ctx, ino, name, value, flags) -> None:
         self._writable()
-        self._call(self._stub.SetXattr, pb.SetXattrRequest(handle=ino, name=name, value=value,
+        self._call(self._stub.SetXattr, pb.SetXattrRequest(handle=self._h(ino), name=name, value=value,
                                                            flags=flags))
 
     def getxattr(self, ctx, ino, name) -> bytes:
-        return self._call(self._stub.GetXattr, pb.XattrRequest(handle=ino, name=name)).value
+        return self._call(self._stub.GetXattr, pb.XattrRequest(handle=self._h(ino), name=name)).value
 
     def listxattr(self, ctx, ino) -> list[bytes]:
-        return list(self._call(self._stub.ListXattr, pb.NodeRequest(handle=ino)).names)
+        return list(self._call(self._stub.ListXattr, pb.NodeRequest(handle=self._h(ino))).names)
 
     def removexattr(self, ctx, ino, name) -> None:
         self._writable()
-        self._call(self._stub.RemoveXattr, pb.XattrRequest(handle=ino, name=name))
+        self._call(self._stub.RemoveXattr, pb.XattrRequest(handle=self._h(ino), name=name))
 
     # --- files ------------------------------------------------------------------------------------
     def open(self, ctx, ino, flags) -> Opened:
         if flags & _WRITE_FLAGS:
             self._writable()
-        reply = self._call(self._stub.Open, pb.OpenRequest(handle=ino, flags=flags))
+        reply = self._call(self._stub.Open, pb.OpenRequest(handle=self._h(ino), flags=flags))
         stamp = (reply.attr.size, reply.attr.mtime_ns, reply.attr.ctime_ns)
         keep = self.mode.trust_pages or self._stamps.get(ino) == stamp
         self._stamps[ino] = stamp
@@ -322,15 +389,15 @@ class RemoteFileSystem(FileSystem):
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         self._writable()
         reply = self._call(self._stub.Create, pb.CreateRequest(
-            parent=parent, name=name, mode=mode, umask=umask, flags=flags))
-        self._stamps.pop(reply.entry.handle, None)
+            parent=self._h(parent), name=name, mode=mode, umask=umask, flags=flags))
+        self._stamps.pop(self._n(reply.entry.handle), None)
         return self._entry(reply.entry), Opened(fh=reply.fh)
 
     def read(self, ctx, ino, fh, offset, size) -> bytes:
         parts = []
         while size > 0:
             n = min(size, self.max_io)
-            data = self._call(self._stub.Read, pb.ReadRequest(handle=ino, fh=fh, offset=offset,
+            data = self._call(self._stub.Read, pb.ReadRequest(handle=self._h(ino), fh=fh, offset=offset,
                                                               size=n)).data
             parts.append(data)
             if len(data) < n:
@@ -347,30 +414,30 @@ class RemoteFileSystem(FileSystem):
         while done < len(view):
             chunk = bytes(view[done:done + self.max_io])
             written = self._call(self._stub.Write, pb.WriteRequest(
-                handle=ino, fh=fh, offset=offset + done, data=chunk, flags=flags)).written
+                handle=self._h(ino), fh=fh, offset=offset + done, data=chunk, flags=flags)).written
             done += written
             if written < len(chunk):
                 break
         return done
 
     def flush(self, ctx, ino, fh, lock_owner) -> None:
-        self._call(self._stub.Flush, pb.FileRequest(handle=ino, fh=fh, lock_owner=lock_owner))
+        self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh, lock_owner=lock_owner))
 
     def release(self, ctx, ino, fh, flags) -> None:
-        self._call(self._stub.Release, pb.FileRequest(handle=ino, fh=fh))
+        self._call(self._stub.Release, pb.FileRequest(handle=self._h(ino), fh=fh))
 
     def fsync(self, ctx, ino, fh, datasync) -> None:
-        self._call(self._stub.Fsync, pb.FsyncRequest(handle=ino, fh=fh, datasync=datasync),
+        self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
                    self.slow_timeout)
 
     def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
         self._writable()
         self._stamps.pop(ino, None)
         self._call(self._stub.Fallocate, pb.FallocateRequest(
-            handle=ino, fh=fh, offset=offset, length=length, mode=mode), self.slow_timeout)
+            handle=self._h(ino), fh=fh, offset=offset, length=length, mode=mode), self.slow_timeout)
 
     def lseek(self, ctx, ino, fh, offset, whence) -> int:
-        return self._call(self._stub.Lseek, pb.LseekRequest(handle=ino, fh=fh, offset=offset,
+        return self._call(self._stub.Lseek, pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset,
                                                              whence=whence)).offset
 
     def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
@@ -378,12 +445,12 @@ class RemoteFileSystem(FileSystem):
         self._writable()
         self._stamps.pop(ino_out, None)
         return self._call(self._stub.CopyFileRange, pb.CopyFileRangeRequest(
-            handle_in=ino_in, fh_in=fh_in, offset_in=off_in, handle_out=ino_out, fh_out=fh_out,
+            handle_in=self._h(ino_in), fh_in=fh_in, offset_in=off_in, handle_out=self._h(ino_out), fh_out=fh_out,
             offset_out=off_out, length=length, flags=flags), self.slow_timeout).copied
 
     # --- directories ----------------------------------------------------------------------------
     def opendir(self, ctx, ino, flags) -> Opened:
-        fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=ino)).fh
+        fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=self._h(ino))).fh
         self._dirs[fh] = DirBuffer(plus_ttl=self.attr_timeout)
         cached = self.mode.cache_listings
         return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
@@ -397,14 +464,14 @@ class RemoteFileSystem(FileSystem):
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
         reply = self._call(self._stub.ReadDir, pb.ReadDirRequest(
-            handle=ino, fh=fh, offset=cookie, plus=plus, max_entries=self.readdir_batch))
+            handle=self._h(ino), fh=fh, offset=cookie, plus=plus, max_entries=self.readdir_batch))
         records = []
         for d in reply.entries:
             entry = None
             handle = 0
             if plus and d.HasField("entry"):
                 handle = d.entry.handle
-                entry = Entry(ino=handle, attr=self._attr(d.entry.attr),
+                entry = Entry(ino=self._n(handle), attr=self._attr(d.entry.attr),
                               entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout)
             records.append(Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle))
             cookie = d.offset
@@ -418,8 +485,8 @@ class RemoteFileSystem(FileSystem):
         buf = self._dirs.pop(fh, None)
         if buf is not None:
             self._give_back(buf.clear())
-        self._call(self._stub.ReleaseDir, pb.FileRequest(handle=ino, fh=fh))
+        self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=fh))
 
     def fsyncdir(self, ctx, ino, fh, datasync) -> None:
-        self._call(self._stub.FsyncDir, pb.FsyncRequest(handle=ino, fh=fh, datasync=datasync),
+        self._call(self._stub.FsyncDir, pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
                    self.slow_timeout)

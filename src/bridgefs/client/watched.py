@@ -107,8 +107,19 @@ class WatchedFileSystem(RemoteFileSystem):
             raise FsError(errno.ENOENT)
         return entry
 
-    def give_back(self, handle: int) -> None:
-        self._counts.give_back(handle)
+    def give_back(self, ino: int) -> None:
+        if ino >> 40 == self.epoch:
+            self._counts.give_back(self._h(ino))
+
+    def name_of(self, ino: int) -> tuple[int, bytes] | None:
+        names = self.names.names_of(ino)
+        return names[0] if names else None
+
+    def resume(self) -> bool:
+        if not super().resume():
+            return False
+        self.lazy.forget_server_handles()
+        return True
 
     def _replaying(self, ctx) -> bool:
         return self.replayer is not None and self.replayer.owns(ctx)
@@ -252,6 +263,8 @@ class WatchedFileSystem(RemoteFileSystem):
             return self.replayer.opened()
         if self.mode.trust_pages and flags & (os.O_ACCMODE | os.O_TRUNC) == os.O_RDONLY:
             return Opened(fh=self.lazy.new(ino, flags), keep_cache=True)
+        if flags & os.O_TRUNC:
+            self._changed(ino)
         return super().open(ctx, ino, flags)
 
     def _open_on_server(self, ino: int, flags: int) -> int:
