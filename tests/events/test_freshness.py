@@ -3,6 +3,8 @@
 import os
 import time
 
+import pytest
+
 from conftest import wait_settled
 
 
@@ -51,6 +53,7 @@ def _round_trips(mnt, reset=False):
     return json.loads(out.stdout)
 
 
+@pytest.mark.timeout(600)  # 10,000 host-side creations stream in and are replayed first
 def test_second_walk_and_second_read_cost_no_round_trip(watched_share):
     host, mnt = watched_share
     for d in range(100):
