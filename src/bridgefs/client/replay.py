@@ -16,6 +16,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 
+from bridgefs.client.beneath import open_dir_beneath
 from bridgefs.fuse.filesystem import Attr, Entry, FsError, Opened
 from bridgefs.rpc import pb
 
@@ -78,38 +79,58 @@ class Replayer:
                 self.fs.give_back(plan.node.ino)
 
     def _perform(self, plan: Plan) -> bool:
-        where = self._mount_path(plan.path)
-        if plan.kind == Kind.CREATED:
+        root = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            parent = open_dir_beneath(root, plan.path[:-1])
+            try:
+                return self._perform_at(plan, root, parent, plan.path[-1])
+            finally:
+                os.close(parent)
+        finally:
+            os.close(root)
+
+    def _perform_at(self, plan: Plan, root: int, parent: int, name: bytes) -> bool:
+        kind = plan.kind
+        if kind == Kind.CREATED:
             mode = plan.node.attr.mode
             if stat.S_ISDIR(mode):
-                os.mkdir(where)
+                os.mkdir(name, 0o755, dir_fd=parent)
             elif stat.S_ISLNK(mode):
-                os.symlink("x", where)  # the answer carries the real node, hence the real target
+                os.symlink(b"x", name, dir_fd=parent)  # the answer carries the real node
             elif stat.S_ISREG(mode):
-                os.close(os.open(where, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
+                                 dir_fd=parent))
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(name, 0o644, dir_fd=parent)
             else:
-                os.mknod(where, stat.S_IFMT(mode) | 0o644, plan.node.attr.rdev)
+                return False  # devices and sockets: the invalidation is enough
             return True
-        if plan.kind == Kind.DELETED:
-            (os.rmdir if plan.is_dir else os.unlink)(where)
+        if kind == Kind.DELETED:
+            os.unlink(name, dir_fd=parent) if not plan.is_dir else os.rmdir(name, dir_fd=parent)
             return True
-        if plan.kind == Kind.MODIFIED:
+        if kind == Kind.MODIFIED:
             if plan.is_dir:
                 return False  # a listing change: the invalidation is all there is to it
-            fd = os.open(where, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return False
                 os.ftruncate(fd, os.fstat(fd).st_size)  # IN_MODIFY; closing: IN_CLOSE_WRITE
             finally:
                 os.close(fd)
             return True
-        if plan.kind == Kind.ATTRIB:
-            st = os.lstat(where)
+        if kind == Kind.ATTRIB:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 return False
-            os.chmod(where, stat.S_IMODE(st.st_mode))
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=parent, follow_symlinks=False)
             return True
-        if plan.kind == Kind.MOVED:
-            os.rename(where, self._mount_path(plan.dest))
+        if kind == Kind.MOVED:
+            dest_parent = open_dir_beneath(root, plan.dest[:-1])
+            try:
+                os.rename(name, plan.dest[-1], src_dir_fd=parent, dst_dir_fd=dest_parent)
+            finally:
+                os.close(dest_parent)
             return True
         return False
 
@@ -117,7 +138,11 @@ class Replayer:
         """The node at ``path`` as the server has it now, its parent put in the kernel's cache
         (and so in the name table) by a stat through the mount."""
         try:
-            os.lstat(self._mount_path(path[:-1]))
+            root = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.close(open_dir_beneath(root, path[:-1]))
+            finally:
+                os.close(root)
         except OSError:
             return None
         parent = self.fs.names.resolve(path[:-1])[-1]
@@ -129,9 +154,6 @@ class Replayer:
             return None
         self.fs.invalidate_entry(parent, path[-1])  # the replay starts from "not there yet"
         return entry
-
-    def _mount_path(self, path: list[bytes]) -> str:
-        return os.path.join(self.mountpoint, *(os.fsdecode(p) for p in path))
 
     # --- answering the replay's requests (on FUSE worker threads) ----------------------------
     def owns(self, ctx) -> bool:
@@ -168,7 +190,9 @@ class Replayer:
         if plan.node is None or plan.node_used:
             raise FsError(errno.EIO)
         plan.node_used = True
-        return plan.node
+        # The kernel takes a creation's attributes as they are: they were read before the
+        # replay began and may be older already, so it is told to ask again at once.
+        return Entry(plan.node.ino, plan.node.attr, plan.node.entry_timeout, 0)
 
     def opened(self) -> Opened:
         return Opened(fh=REPLAY_FH)  # no KEEP_CACHE: the kernel drops the file's stale pages

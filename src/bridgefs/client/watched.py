@@ -132,7 +132,8 @@ class WatchedFileSystem(RemoteFileSystem):
     def _named(self, parent: int, name: bytes, entry: Entry) -> Entry:
         if entry.ino:
             self.names.add(parent, name, entry.ino)
-            self._keep_attr(entry.ino, entry.attr)
+            if entry.attr_timeout > 0:  # (a replayed creation's are to be asked for again)
+                self._keep_attr(entry.ino, entry.attr)
         elif entry.entry_timeout > 0 and not self.names.add_negative(parent, name):
             entry.entry_timeout = 0  # could not be found again to invalidate: do not cache it
         return entry
