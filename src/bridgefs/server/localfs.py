@@ -8,12 +8,14 @@ with the host's errno.  No paths from the client exist here; the only path strin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 
 from bridgefs.server import confine, syscalls
 from bridgefs.server.dirs import DirListing, dtype_of_mode
+from bridgefs.server.echo import EchoLog
 from bridgefs.server.handles import NodeTable, OpenTable
 from bridgefs.server.shares import Share
 
@@ -42,10 +44,14 @@ def _xattr_name(name: bytes) -> bytes:
 
 
 class LocalFs:
-    def __init__(self, share: Share, nodes: NodeTable, files: OpenTable):
+    def __init__(self, share: Share, nodes: NodeTable, files: OpenTable,
+                 echo: EchoLog | None = None):
         self.share = share
         self.nodes = nodes
         self.files = files
+        # Every change below is wrapped in an echo context so this session's Watch
+        # stream can leave it out (no-ops while the session does not watch).
+        self.echo = echo if echo is not None else EchoLog()
         self._umask = _process_umask()
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -64,10 +70,11 @@ class LocalFs:
     def _lookup_issue(self, dirfd: int, name: bytes) -> tuple[int, os.stat_result]:
         return self._issue(confine.lookup(dirfd, name))
 
-    def _fix_mode(self, path_or_fd, wanted: int) -> None:
+    def _fix_mode(self, fd: int, wanted: int, via_proc: bool = True) -> None:
         # The host process umask may have masked bits the client asked for explicitly.
         if wanted & self._umask:
-            os.chmod(path_or_fd, wanted)
+            with self.echo.node(fd):
+                os.chmod(confine.proc_path(fd) if via_proc else fd, wanted)
 
     # --- names -------------------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> tuple[int, os.stat_result]:
@@ -79,10 +86,11 @@ class LocalFs:
         confine.check_name(name)
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd:
-            os.mknod(name, stat.S_IFMT(mode) | perm, rdev, dir_fd=dirfd)
+            with self.echo.added(dirfd, name):
+                os.mknod(name, stat.S_IFMT(mode) | perm, rdev, dir_fd=dirfd)
             handle, st = self._lookup_issue(dirfd, name)
         with self.nodes.use(handle) as fd:
-            self._fix_mode(confine.proc_path(fd), perm)
+            self._fix_mode(fd, perm)
             return handle, os.fstat(fd)
 
     def mkdir(self, parent: int, name: bytes, mode: int, umask: int):
@@ -90,11 +98,12 @@ class LocalFs:
         confine.check_name(name)
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd:
-            os.mkdir(name, perm, dir_fd=dirfd)
+            with self.echo.added(dirfd, name):
+                os.mkdir(name, perm, dir_fd=dirfd)
             handle, st = self._lookup_issue(dirfd, name)
         if perm & self._umask:
             with self.nodes.use(handle) as fd:
-                self._fix_mode(confine.proc_path(fd), perm)
+                self._fix_mode(fd, perm)
                 st = os.fstat(fd)
         return handle, st
 
@@ -104,7 +113,8 @@ class LocalFs:
         if not target or b"\0" in target or len(target) >= 4096:
             raise OSError(errno.EINVAL if len(target) < 4096 else errno.ENAMETOOLONG, "bad target")
         with self.nodes.use(parent) as dirfd:
-            os.symlink(target, name, dir_fd=dirfd)
+            with self.echo.added(dirfd, name):
+                os.symlink(target, name, dir_fd=dirfd)
             return self._lookup_issue(dirfd, name)
 
     def link(self, handle: int, new_parent: int, new_name: bytes):
@@ -112,7 +122,8 @@ class LocalFs:
         confine.check_name(new_name)
         with self.nodes.use(handle) as fd, self.nodes.use(new_parent) as dirfd:
             # linkat through the magic link links the very inode we hold (no name is re-resolved).
-            os.link(confine.proc_path(fd), new_name, dst_dir_fd=dirfd, follow_symlinks=True)
+            with self.echo.node(fd), self.echo.added(dirfd, new_name):
+                os.link(confine.proc_path(fd), new_name, dst_dir_fd=dirfd, follow_symlinks=True)
             st = os.fstat(fd)
         self.nodes.ref(handle)
         return handle, st
@@ -120,13 +131,13 @@ class LocalFs:
     def unlink(self, parent: int, name: bytes) -> None:
         self._writable("unlink")
         confine.check_name(name)
-        with self.nodes.use(parent) as dirfd:
+        with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
             os.unlink(name, dir_fd=dirfd)
 
     def rmdir(self, parent: int, name: bytes) -> None:
         self._writable("rmdir")
         confine.check_name(name)
-        with self.nodes.use(parent) as dirfd:
+        with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
             os.rmdir(name, dir_fd=dirfd)
 
     def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
@@ -135,7 +146,9 @@ class LocalFs:
         confine.check_name(new_name)
         if flags & ~_RENAME_FLAGS:
             raise OSError(errno.EINVAL, f"rename flags {flags:#x}")
-        with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
+        with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir, \
+                self.echo.moved(olddir, name, newdir, new_name,
+                                flags & syscalls.RENAME_EXCHANGE):
             syscalls.renameat2(olddir, name, newdir, new_name, flags)
 
     def forget(self, items) -> None:
@@ -154,7 +167,7 @@ class LocalFs:
                 atime_ns=None, mtime_ns=None, atime_now=False, mtime_now=False,
                 kill_suidgid=False) -> os.stat_result:
         self._writable("setattr")
-        with self.nodes.use(handle) as fd:
+        with self.nodes.use(handle) as fd, self.echo.node(fd):
             st = os.fstat(fd)
             if uid is not None or gid is not None:
                 syscalls.fchown_node(fd, -1 if uid is None else uid, -1 if gid is None else gid)
@@ -206,7 +219,7 @@ class LocalFs:
     # --- extended attributes ----------------------------------------------------------------
     def setxattr(self, handle: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable("setxattr")
-        with self.nodes.use(handle) as fd:
+        with self.nodes.use(handle) as fd, self.echo.node(fd):
             os.setxattr(confine.proc_path(fd), _xattr_name(name), value, flags)
 
     def getxattr(self, handle: int, name: bytes) -> bytes:
@@ -219,7 +232,7 @@ class LocalFs:
 
     def removexattr(self, handle: int, name: bytes) -> None:
         self._writable("removexattr")
-        with self.nodes.use(handle) as fd:
+        with self.nodes.use(handle) as fd, self.echo.node(fd):
             os.removexattr(confine.proc_path(fd), _xattr_name(name))
 
     # --- files --------------------------------------------------------------------------------------
@@ -230,7 +243,8 @@ class LocalFs:
     def open(self, handle: int, flags: int) -> tuple[int, os.stat_result]:
         self._check_open_flags(flags, "open for writing")
         self.files.check_room()
-        with self.nodes.use(handle) as node_fd:
+        with self.nodes.use(handle) as node_fd, \
+                self.echo.node(node_fd) if flags & os.O_TRUNC else contextlib.nullcontext():
             fd = confine.reopen(node_fd, flags)
         try:
             st = os.fstat(fd)
@@ -243,11 +257,11 @@ class LocalFs:
         self._writable("create")
         self.files.check_room()
         perm = mode & 0o7777 & ~umask
-        with self.nodes.use(parent) as dirfd:
+        with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name):
             fd, created = confine.create(dirfd, name, flags, perm)
         try:
             if created:
-                self._fix_mode(fd, perm)
+                self._fix_mode(fd, perm, via_proc=False)
             handle, st = self._issue(confine.node_of(fd))
         except BaseException:
             os.close(fd)
@@ -282,7 +296,7 @@ class LocalFs:
         if len(data) > MAX_IO:
             raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
         self._writable("write")
-        with self.files.use(fh) as of:
+        with self.files.use(fh) as of, self.echo.node(of.fd):
             view = memoryview(data)
             done = 0
             while done < len(view):
@@ -293,12 +307,16 @@ class LocalFs:
             return done
 
     def flush(self, fh: int) -> None:
-        with self.files.use(fh) as of:
+        # The close of a written file is reported as a change: record it like one.
+        with self.files.use(fh) as of, self.echo.closing(of.fd):
             # close() of a duplicate is what a local close would do: report delayed write
             # errors and drop POSIX locks, while the handle itself stays open.
             os.close(os.dup(of.fd))
 
     def release(self, fh: int) -> None:
+        if self.echo.recording:
+            with self.files.use(fh) as of, self.echo.closing(of.fd):
+                pass  # the close below is reported as a change when the file was written
         self.files.release(fh)
 
     def fsync(self, fh: int, datasync: bool, kind: str = "file") -> None:
@@ -307,7 +325,7 @@ class LocalFs:
 
     def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
         self._writable("fallocate")
-        with self.files.use(fh) as of:
+        with self.files.use(fh) as of, self.echo.node(of.fd):
             syscalls.fallocate(of.fd, mode, offset, length)
 
     def lseek(self, fh: int, offset: int, whence: int) -> int:
@@ -319,7 +337,7 @@ class LocalFs:
         self._writable("copy_file_range")
         if flags:
             raise OSError(errno.EINVAL, "copy_file_range flags must be 0")
-        with self.files.use(fh_in) as src, self.files.use(fh_out) as dst:
+        with self.files.use(fh_in) as src, self.files.use(fh_out) as dst, self.echo.node(dst.fd):
             return os.copy_file_range(src.fd, dst.fd, min(length, MAX_COPY), off_in, off_out)
 
     # --- directories -------------------------------------------------------------------------

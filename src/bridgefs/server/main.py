@@ -26,6 +26,7 @@ from bridgefs.server.handles import Limits
 from bridgefs.server.service import FilesService
 from bridgefs.server.sessions import SessionRegistry
 from bridgefs.server.shares import Share, open_shares, parse_share_spec
+from bridgefs.server.watcher import WatchHub
 from bridgefs.vsock import Forwarder, PrivateSocketDir
 
 log = logging.getLogger("bridgefs.server")
@@ -62,11 +63,16 @@ class BridgeServer:
         self.shares = shares
         self.limits = limits
         self.registry = SessionRegistry(limits)
+        self.watches = WatchHub()
         self.addresses: list[str] = []
+        # A Watch stream holds a worker thread for its whole life and a session has at most one,
+        # so one extra thread per session keeps max_workers free for ordinary calls.
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="bridgefs-rpc"),
-            options=SERVER_OPTIONS, maximum_concurrent_rpcs=max_workers * 8)
-        pb_grpc.add_FilesServicer_to_server(FilesService(shares, self.registry), self._grpc)
+            futures.ThreadPoolExecutor(max_workers=max_workers + limits.max_sessions,
+                                       thread_name_prefix="bridgefs-rpc"),
+            options=SERVER_OPTIONS, maximum_concurrent_rpcs=max_workers * 8 + limits.max_sessions)
+        pb_grpc.add_FilesServicer_to_server(
+            FilesService(shares, self.registry, self.watches), self._grpc)
         self._forwarders: list[Forwarder] = []
         self._private: PrivateSocketDir | None = None
         self._stopped = threading.Event()
@@ -118,6 +124,7 @@ class BridgeServer:
         self._stopped.set()
         for fwd in self._forwarders:
             fwd.close()
+        self.watches.close()  # streams would otherwise hold the grace period
         self._grpc.stop(grace).wait()
         self.registry.close_all()
         for share in self.shares.values():

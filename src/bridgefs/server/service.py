@@ -18,6 +18,7 @@ from bridgefs.server.confine import Refused
 from bridgefs.server.localfs import MAX_READDIR
 from bridgefs.server.sessions import Session, SessionRegistry
 from bridgefs.server.shares import Share
+from bridgefs.server.watcher import WatchHub, stream
 
 log = logging.getLogger("bridgefs.server")
 
@@ -42,9 +43,11 @@ _OK = pb.Status()
 
 
 class FilesService(pb_grpc.FilesServicer):
-    def __init__(self, shares: dict[str, Share], registry: SessionRegistry):
+    def __init__(self, shares: dict[str, Share], registry: SessionRegistry,
+                 watches: WatchHub | None = None):
         self.shares = shares
         self.registry = registry
+        self.watches = watches if watches is not None else WatchHub()
 
     # --- plumbing -----------------------------------------------------------------------------
     def _session(self, context) -> Session | None:
@@ -122,6 +125,23 @@ class FilesService(pb_grpc.FilesServicer):
     def Forget(self, request, context):
         items = [(item.handle, item.count) for item in request.items]
         return self._run(context, pb.Status, "forget", lambda fs: fs.forget(items) or _OK)
+
+    def Watch(self, request, context):
+        # Not counted as a call in flight: a stream lasts as long as the session, and the
+        # session is still reaped when its client stops pinging.
+        session = self._session(context)
+        if session is None or session.closed:
+            yield pb.Change(errno=errno.ESTALE)
+            return
+        try:
+            sub = self.watches.subscribe(session)
+        except OSError as exc:
+            log.warning("session %s: cannot watch share %s: %s", session.short,
+                        session.share.name, exc)
+            yield pb.Change(errno=exc.errno or errno.EIO)
+            return
+        context.add_callback(sub.close)  # the client cancelled or the connection is gone
+        yield from stream(self.watches, sub, context.is_active)
 
     # --- names ----------------------------------------------------------------------------------
     def Lookup(self, r, context):

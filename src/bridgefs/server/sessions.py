@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 
+from bridgefs.server.echo import EchoLog
 from bridgefs.server.handles import Limits, NodeTable, OpenTable
 from bridgefs.server.localfs import LocalFs
 from bridgefs.server.shares import Share
@@ -30,7 +31,8 @@ class Session:
         self.client_name = client_name
         self.nodes = NodeTable(os.dup(share.root_fd), share.root_key, limits.max_nodes)
         self.files = OpenTable(limits.max_open)
-        self.fs = LocalFs(share, self.nodes, self.files)
+        self.echo = EchoLog()  # this session's own recent changes, kept out of its Watch stream
+        self.fs = LocalFs(share, self.nodes, self.files, self.echo)
         self._lock = threading.Lock()
         self._inflight = 0
         self.last_seen = time.monotonic()
