@@ -38,6 +38,7 @@ class WatchedFileSystem(RemoteFileSystem):
         # changes stream in (the kernel asks again after reads: it leaves atime to us).
         self.attrs: dict[int, Attr] = {}
         self._statfs = None
+        self._no_caps: set[int] = set()
 
     # --- wiring to the session ------------------------------------------------------------------
     def attach(self, send_notification, mountpoint: str) -> None:
@@ -81,10 +82,12 @@ class WatchedFileSystem(RemoteFileSystem):
 
     def invalidate_inode(self, ino: int, offset: int = 0) -> None:
         self.attrs.pop(ino, None)
+        self._no_caps.discard(ino)
         self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
         self.attrs.clear()
+        self._no_caps.clear()
         names, nodes, negatives = self.names.snapshot()
         self.names.clear_negatives()
         for parent, name in names + negatives:
@@ -195,6 +198,7 @@ class WatchedFileSystem(RemoteFileSystem):
             return
         self.names.forget(ino)
         self.attrs.pop(ino, None)
+        self._no_caps.discard(ino)
         super().forget(ino, nlookup)
 
     def _keep_attr(self, ino: int, attr: Attr | None) -> None:
@@ -232,7 +236,17 @@ class WatchedFileSystem(RemoteFileSystem):
     def getxattr(self, ctx, ino, name) -> bytes:
         if self._replaying(ctx) or is_fake(ino):
             raise FsError(errno.ENODATA)  # the kernel checking security.capability before a write
-        return super().getxattr(ctx, ino, name)
+        # The kernel asks for security.capability before every write; a file that had none
+        # while changes stream in has none until an event or this client says otherwise.
+        caps = name == b"security.capability" and self.mode.trust_pages
+        if caps and ino in self._no_caps:
+            raise FsError(errno.ENODATA)
+        try:
+            return super().getxattr(ctx, ino, name)
+        except FsError as exc:
+            if caps and exc.errno == errno.ENODATA:
+                self._no_caps.add(ino)
+            raise
 
     def getattr(self, ctx, ino, fh) -> AttrReply:
         if is_fake(ino):
@@ -290,6 +304,7 @@ class WatchedFileSystem(RemoteFileSystem):
 
     def setxattr(self, ctx, ino, name, value, flags) -> None:
         self._changed(ino)
+        self._no_caps.discard(ino)
         super().setxattr(ctx, ino, name, value, flags)
 
     def removexattr(self, ctx, ino, name) -> None:

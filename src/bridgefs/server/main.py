@@ -39,13 +39,21 @@ SERVER_OPTIONS = [
 
 
 def _raise_fd_limit() -> None:
-    # Every node a client holds is an O_PATH fd; the common soft limit of 1024 is far too low.
+    # Every node a client holds is an O_PATH fd, and with long-lived caches a VM's kernel holds
+    # a node for every file a build or `git status` touched: tens of thousands.  The common soft
+    # limit of 1024 is far too low; a server with the privilege also lifts the hard limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            ceiling = min(int(f.read()), 1 << 20)
+    except (OSError, ValueError):
+        ceiling = hard
+    for limit in (max(ceiling, hard), hard):
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return
         except (ValueError, OSError):
-            pass
+            continue
 
 
 def _remove_stale_socket(path: str) -> None:
