@@ -5,7 +5,7 @@ import os
 import threading
 import time
 
-from conftest import status, wait_settled
+from eventkit import status, wait_settled
 
 
 def _rss_kib(pid: int) -> int:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import wait_settled
+from eventkit import wait_settled
 
 
 def _eventually(check, timeout=10):

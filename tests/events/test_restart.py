@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import Inotifywait, status, wait_for_events
+from eventkit import Inotifywait, status, wait_for_events
 from mounting import bridgefs_server, remote_mount
 
 

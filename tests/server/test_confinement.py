@@ -143,9 +143,13 @@ def test_forged_and_foreign_handles(tree, raw, caplog):
         assert a.Lookup(parent=handle, name=b"file").errno == errno.ESTALE
         assert a.GetAttr(handle=handle).errno == errno.ESTALE
         assert a.Open(handle=handle, flags=os.O_RDONLY).errno == errno.ESTALE
-    for bad_fh in (0, 999, 2**64 - 1):
+    for bad_fh in (999, 2**64 - 1):
         assert a.Read(handle=nested, fh=bad_fh, offset=0, size=10).errno == errno.EBADF
+    for bad_fh in (0, 999, 2**64 - 1):
         assert a.ReadDir(handle=1, fh=bad_fh).errno == errno.EBADF
+    # fh 0 reads the node itself, opened for that read alone, and only a node of this session
+    assert a.Read(handle=nested, fh=0, offset=0, size=10).data == b"nested\n"
+    assert a.Read(handle=999, fh=0, offset=0, size=10).errno == errno.ESTALE
     # A file handle is not a directory handle, and the other way round.
     assert a.ReadDir(handle=nested, fh=fh).errno == errno.EBADF
     assert a.Read(handle=1, fh=dir_fh, offset=0, size=10).errno == errno.EBADF

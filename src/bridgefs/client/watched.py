@@ -312,7 +312,11 @@ class WatchedFileSystem(RemoteFileSystem):
         super().removexattr(ctx, ino, name)
 
     def read(self, ctx, ino, fh, offset, size) -> bytes:
-        return super().read(ctx, ino, self._server_fh(fh), offset, size)
+        if self.lazy.is_lazy(fh):
+            server_fh = self.lazy.server_fh(fh)
+            # Never opened on the server: read the node itself, one round trip, no open to close
+            return super().read(ctx, ino, 0 if server_fh is None else server_fh, offset, size)
+        return super().read(ctx, ino, fh, offset, size)
 
     def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
                         flags) -> int:

@@ -240,7 +240,8 @@ class FilesService(pb_grpc.FilesServicer):
 
     def Read(self, r, context):
         return self._run(context, pb.ReadReply, "read",
-                         lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size)))
+                         lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size) if r.fh
+                                                 else fs.read_node(r.handle, r.offset, r.size)))
 
     def Write(self, r, context):
         return self._run(context, pb.WriteReply, "write",
