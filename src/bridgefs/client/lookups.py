@@ -79,6 +79,11 @@ class LookupCounts:
         if len(self._pending) >= BATCH_MAX:
             self._wake.notify()
 
+    def held(self) -> int:
+        """How many server handles this client holds references to."""
+        with self._lock:
+            return len(self._received)
+
     def reset(self) -> None:
         """The session was lost: its handles and pending forgets mean nothing any more."""
         with self._lock:

@@ -89,6 +89,16 @@ class NameTable:
         with self._lock:
             return list(self._names.get(ino, ()))
 
+    def oldest(self, n: int) -> list[tuple[int, bytes]]:
+        """The ``n`` names recorded longest ago (the table keeps insertion order)."""
+        with self._lock:
+            out = []
+            for key in self._child:
+                if len(out) >= n:
+                    break
+                out.append(key)
+            return out
+
     def snapshot(self) -> tuple[list[tuple[int, bytes]], list[int], list[tuple[int, bytes]]]:
         """(every cached name, every node, every negative name): to drop them all."""
         with self._lock:

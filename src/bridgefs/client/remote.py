@@ -87,6 +87,7 @@ class RemoteFileSystem(FileSystem):
         self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
         self.readdir_batch = min(readdir_batch, hello.max_readdir_entries or readdir_batch)
         self.root_attr = self._attr(hello.root.attr)
+        self.max_nodes = hello.max_nodes  # 0: the server did not say
         self._metadata = ((SESSION_KEY, hello.session),)
         self._counts = LookupCounts(self._send_forget, self._send_ping,
                                     ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))

@@ -51,6 +51,22 @@ class WatchedFileSystem(RemoteFileSystem):
         if self.watch and self.stream is None:
             self.stream = ChangeStream(self)
             self.stream.start()
+        if self.max_nodes:
+            threading.Thread(target=self._trim_loop, name="bridgefs-trim", daemon=True).start()
+
+    def _trim_loop(self) -> None:
+        """Keep the nodes the kernel holds (each an open descriptor on the host) under the
+        server's capacity: past 80% of it, the oldest quarter of the names is dropped from the
+        kernel's cache, which then forgets the nodes nothing uses.  Runs on its own thread: a
+        notification must never wait on a request that waits on it."""
+        while not self._closed:
+            time.sleep(0.5)
+            if self._counts.held() > 0.8 * self.max_nodes:
+                victims = self.names.oldest(max(1, self.max_nodes // 4))
+                log.info("holding %d of %d nodes the server allows: dropping %d old names",
+                         self._counts.held(), self.max_nodes, len(victims))
+                for parent, name in victims:
+                    self.invalidate_entry(parent, name)
 
     def open_watch(self):
         return self._stub.Watch(pb.WatchRequest(), metadata=self._metadata)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 
 from bridgefs.rpc import (
     CAPABILITIES, MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc,
@@ -40,6 +41,15 @@ def _entry_reply(result) -> pb.EntryReply:
 
 
 _OK = pb.Status()
+
+
+def node_capacity(max_nodes: int) -> int:
+    """How many nodes a session can really hold: each is an O_PATH descriptor, so the process's
+    descriptor limit (less room for open files and sockets) bounds it too."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return max_nodes
+    return max(1, min(max_nodes, soft - 4096))
 
 
 class FilesService(pb_grpc.FilesServicer):
@@ -109,7 +119,8 @@ class FilesService(pb_grpc.FilesServicer):
         return pb.HandshakeReply(
             protocol_version=PROTOCOL_VERSION, capabilities=CAPABILITIES, session=session.token,
             root=entry_of(ROOT_HANDLE, root), read_only=share.read_only, max_io_size=MAX_IO_SIZE,
-            max_readdir_entries=MAX_READDIR, idle_timeout=self.registry.limits.idle_timeout)
+            max_readdir_entries=MAX_READDIR, idle_timeout=self.registry.limits.idle_timeout,
+            max_nodes=node_capacity(self.registry.limits.max_nodes))
 
     def Ping(self, request, context):
         return self._run(context, pb.Status, "ping", lambda fs: _OK)

@@ -106,7 +106,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., share: _Optional[str] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., client_name: _Optional[str] = ...) -> None: ...
 
 class HandshakeReply(_message.Message):
-    __slots__ = ("errno", "protocol_version", "capabilities", "session", "root", "read_only", "max_io_size", "max_readdir_entries", "idle_timeout")
+    __slots__ = ("errno", "protocol_version", "capabilities", "session", "root", "read_only", "max_io_size", "max_readdir_entries", "idle_timeout", "max_nodes")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class HandshakeReply(_message.Message):
     MAX_IO_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_READDIR_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NODES_FIELD_NUMBER: _ClassVar[int]
     errno: int
     protocol_version: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
@@ -125,7 +126,8 @@ class HandshakeReply(_message.Message):
     max_io_size: int
     max_readdir_entries: int
     idle_timeout: float
-    def __init__(self, errno: _Optional[int] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., root: _Optional[_Union[Entry, _Mapping]] = ..., read_only: _Optional[bool] = ..., max_io_size: _Optional[int] = ..., max_readdir_entries: _Optional[int] = ..., idle_timeout: _Optional[float] = ...) -> None: ...
+    max_nodes: int
+    def __init__(self, errno: _Optional[int] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., root: _Optional[_Union[Entry, _Mapping]] = ..., read_only: _Optional[bool] = ..., max_io_size: _Optional[int] = ..., max_readdir_entries: _Optional[int] = ..., idle_timeout: _Optional[float] = ..., max_nodes: _Optional[int] = ...) -> None: ...
 
 class ForgetItem(_message.Message):
     __slots__ = ("handle", "count")
