@@ -239,10 +239,11 @@ class WatchedFileSystem(RemoteFileSystem):
             yield record
 
     def statfs(self, ctx, ino):
-        # Free space changes all the time; a second-old figure spares a round trip per `df`/find.
+        # Free space changes all the time and raises no event; a figure up to 10 s old spares
+        # a round trip per `df` and per directory walk (fts asks once per walk).
         now = time.monotonic()
         cached = self._statfs
-        if self.mode.trust_pages and cached is not None and now - cached[0] < 1.0:
+        if self.mode.trust_pages and cached is not None and now - cached[0] < 10.0:
             return cached[1]
         result = super().statfs(ctx, ino)
         self._statfs = (now, result)
