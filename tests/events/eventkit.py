@@ -11,7 +11,6 @@ import time
 
 
 def status(mnt) -> dict:
-    import json
 
     out = subprocess.run([sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
                          capture_output=True, text=True, check=True)

@@ -1,8 +1,6 @@
 """The change stream is cut (the server restarts): caches are dropped, nothing stale is served,
 and once the server is back, the client attaches again and changes flow as before."""
 
-import errno
-import os
 import signal
 import subprocess
 import sys

@@ -151,7 +151,7 @@ class RemoteFileSystem(FileSystem):
         back yet.  Open files of the lost session stay lost (EBADF)."""
         with self._resume_lock:
             try:
-                reply = self._call(self._stub.Ping, pb.Empty(), timeout=min(self.timeout, 5.0))
+                self._call(self._stub.Ping, pb.Empty(), timeout=min(self.timeout, 5.0))
                 return True  # the session is fine
             except FsError as exc:
                 if exc.errno != errno.ESTALE:

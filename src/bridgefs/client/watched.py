@@ -14,7 +14,7 @@ from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
 from bridgefs.client.lazy import LazyHandles
 from bridgefs.client.names import NameTable
-from bridgefs.client.remote import RemoteFileSystem
+from bridgefs.client.remote import EPOCH_SHIFT, RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
 from bridgefs.fuse import notify
 from bridgefs.fuse.filesystem import ROOT_ID, Attr, AttrReply, Context, Entry, FsError, Opened
@@ -127,7 +127,7 @@ class WatchedFileSystem(RemoteFileSystem):
         return entry
 
     def give_back(self, ino: int) -> None:
-        if ino >> 40 == self.epoch:
+        if ino >> EPOCH_SHIFT == self.epoch:
             self._counts.give_back(self._h(ino))
 
     def name_of(self, ino: int) -> tuple[int, bytes] | None:
