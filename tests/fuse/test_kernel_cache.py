@@ -91,3 +91,24 @@ def test_one_mib_read_is_one_request(tmp_path):
             os.close(fd)
     assert n == 1 << 20
     assert fs.read_sizes == [1 << 20]
+
+
+def test_sequential_reads_arrive_as_one_mib_requests(tmp_path):
+    """The read-ahead the mount agreed to is the one the kernel uses: a buffered sequential read
+    reaches the filesystem in 1 MiB requests, not the kernel's default 128 KiB."""
+    fs = RecordingMemFS()
+    with mounted(fs, tmp_path / "m") as s:
+        path = os.path.join(s.mountpoint, "big")
+        with open(path, "wb") as f:
+            f.write(os.urandom(8 << 20))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the written pages go
+            fs.read_sizes.clear()
+            while os.read(fd, 1 << 20):
+                pass
+        finally:
+            os.close(fd)
+    assert sum(fs.read_sizes) >= 8 << 20
+    assert max(fs.read_sizes) == 1 << 20
+    assert len(fs.read_sizes) <= 12

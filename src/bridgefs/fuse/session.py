@@ -208,11 +208,13 @@ class Session:
         s.count += 1
         s.nanos += time.perf_counter_ns() - started
         s.errors += out.failed
-        if out.opcode == abi.Op.INIT and not out.failed and self._conn is not None:
-            device.set_readahead(self._conn, self.tuning.max_readahead)
         if out.chunks is not None:
             self._write(fd, out.chunks, out.reply)
         if out.opcode == abi.Op.INIT and not out.failed:
+            # After the reply: the kernel lowers the read-ahead to the agreed max_readahead
+            # (at most its own 128 KiB default) when it takes the INIT answer in.
+            if self._conn is not None:
+                device.set_readahead(self._conn, self.tuning.max_readahead)
             self.ready.set()
 
     def _write(self, fd: int, chunks: list[bytes], reply: Reply | None) -> None:
