@@ -143,7 +143,7 @@ def test_host_metadata_change_shows(mode_share):
 HARD_LINK_BUG = (
     "with the change stream flowing (the default) the client keeps names, attributes and pages "
     "for --cache-timeout (3600 s; client/cache_policy.py long_mode, client/watched.py open() "
-    "keep_cache=True without comparing stamps) and relies on the server's inotify watch of the "
+    "no-open mode keeps pages across opens) and relies on the server's inotify watch of the "
     "share for invalidation; a write to a shared file through a hard link outside the share "
     "raises no inotify event in the share, so the mount serves the old content and attributes "
     "for up to an hour (with --no-events it shows within 1 s)")

@@ -49,6 +49,11 @@ def test_every_mutation_is_refused(tree, raw, caplog):
         (client.CopyFileRange, dict(handle_in=file_h, fh_in=fh, handle_out=file_h, fh_out=fh,
                                     offset_out=100, length=5)),
         (client.Access, dict(handle=file_h, mask=os.W_OK)),
+        # the same by node, as a client in no-open mode addresses them (fh 0)
+        (client.Write, dict(handle=file_h, offset=0, data=b"X")),
+        (client.Fallocate, dict(handle=file_h, offset=0, length=1 << 20)),
+        (client.CopyFileRange, dict(handle_in=file_h, handle_out=file_h, offset_out=100,
+                                    length=5)),
     ]
     with caplog.at_level(logging.WARNING, logger="bridgefs.server"):
         for call, kwargs in mutations:
@@ -70,6 +75,9 @@ def test_reads_still_work(tree, raw):
     dh = client.OpenDir(handle=1).fh
     names = {e.name for e in client.ReadDir(handle=1, fh=dh, plus=True).entries}
     assert names == {b".", b"..", b"file", b"dir"}
+    assert {e.name for e in client.ListDir(handle=1, plus=True).entries} == names
+    assert client.Read(handle=file_h, offset=0, size=100).data == b"inside\n"
+    assert client.Fsync(handle=file_h).errno == 0
     assert client.Access(handle=file_h, mask=os.R_OK).errno == 0
     assert client.StatFs(handle=1).errno == 0
 

@@ -34,10 +34,11 @@ from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY
 
 log = logging.getLogger("bridgefs.client")
 
-REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch")
+REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch", "node-io")
 EPOCH_SHIFT = 40
 HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
+LISTDIR_BATCH = 4096
 
 
 class RemoteFileSystem(FileSystem):
@@ -73,6 +74,7 @@ class RemoteFileSystem(FileSystem):
         self._metadata: tuple = ()
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._dirs: dict[int, DirBuffer] = {}
+        self._node_dirs: dict[int, DirBuffer] = {}  # listings asked for without a handle
         self._closed = False
         self._close_lock = threading.Lock()
         self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
@@ -166,6 +168,7 @@ class RemoteFileSystem(FileSystem):
             self._rebound.clear()
             self._stamps.clear()
             self._dirs.clear()
+            self._node_dirs.clear()
             self._counts.reset()
             log.warning("the server lost this client's session: attached again (session %d)",
                         self.epoch)
@@ -230,6 +233,9 @@ class RemoteFileSystem(FileSystem):
         references the kernel dropped; otherwise every reference this client received is
         returned."""
         self._stamps.pop(ino, None)
+        listing = self._node_dirs.pop(ino, None)
+        if listing is not None:
+            self._give_back(listing.clear())
         if ino >> EPOCH_SHIFT == self.epoch:
             self._counts.forget(ino & HANDLE_MASK, nlookup)
         else:  # a node from before the session was resumed: only its rebinding is held
@@ -309,7 +315,7 @@ class RemoteFileSystem(FileSystem):
     # --- attributes -----------------------------------------------------------------------------
     def getattr(self, ctx, ino, fh) -> AttrReply:
         request = pb.GetAttrRequest(handle=self._h(ino))
-        if fh is not None:
+        if fh:  # 0: no open file (the kernel opens nothing in no-open mode)
             request.fh = fh
         reply = self._call(self._stub.GetAttr, request)
         return AttrReply(self._attr(reply.attr), self.attr_timeout)
@@ -324,7 +330,7 @@ class RemoteFileSystem(FileSystem):
     def setattr(self, ctx, ino, changes: SetAttr, fh) -> AttrReply:
         self._writable()
         request = pb.SetAttrRequest(handle=self._h(ino), kill_suidgid=changes.kill_suidgid)
-        if fh is not None:
+        if fh:
             request.fh = fh
         if changes.mode is not None:
             request.mode = changes.mode
@@ -457,15 +463,26 @@ class RemoteFileSystem(FileSystem):
         return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
 
     def readdir(self, ctx, ino, fh, offset, plus):
-        buf = self._dirs.get(fh)
-        if buf is None:
-            raise FsError(errno.EBADF)
+        if fh:
+            buf = self._dirs.get(fh)
+            if buf is None:
+                raise FsError(errno.EBADF)
+        else:  # the kernel lists without opening (no-opendir): one ListDir per directory
+            buf = self._node_dirs.get(ino)
+            if buf is None:
+                buf = self._node_dirs.setdefault(
+                    ino, DirBuffer(plus_ttl=self.short_mode.attr_timeout))
         return buf.iterate(offset, plus, lambda cookie: self._fetch(ino, fh, cookie, plus),
                            self._counts.received, self._give_back)
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
-        reply = self._call(self._stub.ReadDir, pb.ReadDirRequest(
-            handle=self._h(ino), fh=fh, offset=cookie, plus=plus, max_entries=self.readdir_batch))
+        if fh:
+            reply = self._call(self._stub.ReadDir, pb.ReadDirRequest(
+                handle=self._h(ino), fh=fh, offset=cookie, plus=plus,
+                max_entries=self.readdir_batch))
+        else:
+            reply = self._call(self._stub.ListDir, pb.ReadDirRequest(
+                handle=self._h(ino), offset=cookie, plus=plus, max_entries=LISTDIR_BATCH))
         records = []
         for d in reply.entries:
             entry = None

@@ -12,7 +12,6 @@ import time
 
 from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
-from bridgefs.client.lazy import LazyHandles
 from bridgefs.client.names import NameTable
 from bridgefs.client.remote import EPOCH_SHIFT, RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
@@ -33,7 +32,12 @@ class WatchedFileSystem(RemoteFileSystem):
         self.stream: ChangeStream | None = None
         self._send = None
         self._notify_lock = threading.Lock()
-        self.lazy = LazyHandles()
+        # While host changes are followed, files and directories are never opened here: OPEN
+        # and OPENDIR answer ENOSYS, which puts the kernel in no-open mode for the mount (no
+        # OPEN, RELEASE, OPENDIR or RELEASEDIR; pages and listings kept across opens; I/O
+        # addressed by node).  Events keep those caches right, and while they are down the
+        # kernel still drops pages and listings whose mtime or size changed (AUTO_INVAL_DATA).
+        self.opens = not watch
         # Attributes the kernel was last told, answered again without a round trip while
         # changes stream in (the kernel asks again after reads: it leaves atime to us).
         self.attrs: dict[int, Attr] = {}
@@ -135,10 +139,7 @@ class WatchedFileSystem(RemoteFileSystem):
         return names[0] if names else None
 
     def resume(self) -> bool:
-        if not super().resume():
-            return False
-        self.lazy.forget_server_handles()
-        return True
+        return super().resume()
 
     def _replaying(self, ctx) -> bool:
         return self.replayer is not None and self.replayer.owns(ctx)
@@ -227,11 +228,6 @@ class WatchedFileSystem(RemoteFileSystem):
             self.attrs.pop(ino, None)
 
     def readdir(self, ctx, ino, fh, offset, plus):
-        if self.lazy.is_lazy(fh):
-            try:
-                fh = self.lazy.resolve(fh, self._opendir_on_server)
-            except KeyError:
-                raise FsError(errno.EBADF) from None
         for record in super().readdir(ctx, ino, fh, offset, plus):
             if record.entry is not None and record.entry.ino:
                 self.names.add(ino, record.name, record.entry.ino)
@@ -268,7 +264,7 @@ class WatchedFileSystem(RemoteFileSystem):
     def getattr(self, ctx, ino, fh) -> AttrReply:
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
-        if fh == REPLAY_FH or self.lazy.is_lazy(fh):
+        if fh == REPLAY_FH:
             fh = None
         if self.mode.trust_pages:
             attr = self.attrs.get(ino)
@@ -283,33 +279,19 @@ class WatchedFileSystem(RemoteFileSystem):
             return AttrReply(self.replayer.fake_attr(ino), 0)
         if self._replaying(ctx) or fh == REPLAY_FH:
             return super().getattr(ctx, ino, None)  # the attributes as they are now
-        if self.lazy.is_lazy(fh):
-            fh = None
         self._changed(ino)
         reply = super().setattr(ctx, ino, changes, fh)
         self._keep_attr(ino, reply.attr)
         return reply
 
     def open(self, ctx, ino, flags) -> Opened:
+        if not self.opens:
+            raise FsError(errno.ENOSYS)  # no-open mode (see __init__)
         if self._replaying(ctx):
             return self.replayer.opened()
-        if self.mode.trust_pages and flags & (os.O_ACCMODE | os.O_TRUNC) == os.O_RDONLY:
-            return Opened(fh=self.lazy.new(ino, flags), keep_cache=True)
         if flags & os.O_TRUNC:
             self._changed(ino)
         return super().open(ctx, ino, flags)
-
-    def _open_on_server(self, ino: int, flags: int) -> int:
-        return RemoteFileSystem.open(self, Context(), ino, flags).fh
-
-    def _server_fh(self, fh):
-        """The server's handle behind ``fh`` (a lazy one is opened there now)."""
-        if not self.lazy.is_lazy(fh):
-            return fh
-        try:
-            return self.lazy.resolve(fh, self._open_on_server)
-        except KeyError:
-            raise FsError(errno.EBADF) from None
 
     def write(self, ctx, ino, fh, offset, data, flags) -> int:
         self._changed(ino)
@@ -328,61 +310,25 @@ class WatchedFileSystem(RemoteFileSystem):
         self._changed(ino)
         super().removexattr(ctx, ino, name)
 
-    def read(self, ctx, ino, fh, offset, size) -> bytes:
-        if self.lazy.is_lazy(fh):
-            server_fh = self.lazy.server_fh(fh)
-            # Never opened on the server: read the node itself, one round trip, no open to close
-            return super().read(ctx, ino, 0 if server_fh is None else server_fh, offset, size)
-        return super().read(ctx, ino, fh, offset, size)
-
     def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
                         flags) -> int:
         self._changed(ino_out)
-        return super().copy_file_range(ctx, ino_in, self._server_fh(fh_in), off_in, ino_out,
-                                       self._server_fh(fh_out), off_out, length, flags)
-
-    def lseek(self, ctx, ino, fh, offset, whence) -> int:
-        return super().lseek(ctx, ino, self._server_fh(fh), offset, whence)
-
-    def fsync(self, ctx, ino, fh, datasync) -> None:
-        if self.lazy.is_lazy(fh) and self.lazy.server_fh(fh) is None:
-            return  # opened for reading and never read: nothing to make durable
-        super().fsync(ctx, ino, self._server_fh(fh), datasync)
+        return super().copy_file_range(ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out,
+                                       length, flags)
 
     def flush(self, ctx, ino, fh, lock_owner) -> None:
-        if fh == REPLAY_FH:
-            return
-        if self.lazy.is_lazy(fh):
-            fh = self.lazy.server_fh(fh)
-            if fh is None:
-                return
-        super().flush(ctx, ino, fh, lock_owner)
+        if not self.opens:
+            # Writes are never held back here and locks are the VM kernel's own, so a close has
+            # nothing to tell the server: ENOSYS makes the kernel stop sending FLUSH.
+            raise FsError(errno.ENOSYS)
+        if fh != REPLAY_FH:
+            super().flush(ctx, ino, fh, lock_owner)
 
     def release(self, ctx, ino, fh, flags) -> None:
-        if fh == REPLAY_FH:
-            return
-        if self.lazy.is_lazy(fh):
-            fh = self.lazy.release(fh)
-            if fh is None:
-                return
-        super().release(ctx, ino, fh, flags)
+        if fh != REPLAY_FH:  # (files this client created are the only ones opened in no-open)
+            super().release(ctx, ino, fh, flags)
 
     def opendir(self, ctx, ino, flags) -> Opened:
-        if self.mode.cache_listings:
-            return Opened(fh=self.lazy.new(ino, flags), cache_dir=True, keep_cache=True)
+        if not self.opens:
+            raise FsError(errno.ENOSYS)  # no-open mode (see __init__)
         return super().opendir(ctx, ino, flags)
-
-    def _opendir_on_server(self, ino: int, flags: int) -> int:
-        return RemoteFileSystem.opendir(self, Context(), ino, flags).fh
-
-    def releasedir(self, ctx, ino, fh) -> None:
-        if self.lazy.is_lazy(fh):
-            fh = self.lazy.release(fh)
-            if fh is None:
-                return
-        super().releasedir(ctx, ino, fh)
-
-    def fsyncdir(self, ctx, ino, fh, datasync) -> None:
-        if self.lazy.is_lazy(fh):
-            fh = self.lazy.resolve(fh, self._opendir_on_server)
-        super().fsyncdir(ctx, ino, fh, datasync)

@@ -159,6 +159,10 @@ def _enosys(*_args, **_kwargs):
 class FileSystem:
     """Base class: override what the filesystem supports; the rest answers ENOSYS."""
 
+    # False for a filesystem that answers OPEN and OPENDIR with ENOSYS (the kernel's no-open
+    # mode): the kernel must then not fold O_TRUNC into the open, and sends it as a SETATTR.
+    opens = True
+
     # --- life cycle -------------------------------------------------------------------------
     def init(self) -> None:
         """Called once INIT is negotiated, before any other request."""

@@ -28,12 +28,15 @@ class Tuning:
     # LOOKUP per name.  READDIRPLUS_AUTO would let the kernel fall back to plain READDIR.
     readdirplus: bool = True
     auto_inval_data: bool = True
+    atomic_o_trunc: bool = True
 
     def wanted(self) -> InitFlag:
-        flags = (InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES
+        flags = (InitFlag.ASYNC_READ | InitFlag.BIG_WRITES
                  | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS
                  | InitFlag.ASYNC_DIO | InitFlag.HAS_IOCTL_DIR | InitFlag.NO_OPEN_SUPPORT
                  | InitFlag.NO_OPENDIR_SUPPORT)
+        if self.atomic_o_trunc:
+            flags |= InitFlag.ATOMIC_O_TRUNC
         if self.readdirplus:
             flags |= InitFlag.DO_READDIRPLUS
         if self.writeback_cache:

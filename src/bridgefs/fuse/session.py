@@ -6,6 +6,7 @@ This module and device.py are the only ones that do I/O on the FUSE connection.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -45,6 +46,11 @@ class Session:
         self.mountpoint = os.path.realpath(mountpoint)
         self.tuning = tuning or Tuning()
         self.options = options or device.MountOptions()
+        if getattr(fs, "read_only", False):
+            # The kernel then refuses writes itself, at open: in no-open mode nothing else would.
+            self.options = dataclasses.replace(self.options, read_only=True)
+        if not fs.opens:
+            self.tuning = dataclasses.replace(self.tuning, atomic_o_trunc=False)
         self.dispatcher = Dispatcher(fs, self.tuning)
         self.worker_count = max(1, workers)
         self.ready = threading.Event()  # INIT answered

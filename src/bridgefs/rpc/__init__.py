@@ -28,6 +28,7 @@ CAPABILITIES = (
     "lseek-data-hole",
     "copy-file-range",
     "forget-batch",
+    "node-io",  # fh 0 in I/O requests addresses the node itself; ListDir
 )
 
 ROOT_HANDLE = 1

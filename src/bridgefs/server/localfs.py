@@ -22,6 +22,8 @@ from bridgefs.server.shares import Share
 MAX_IO = 1 << 20
 MAX_COPY = 128 << 20  # one CopyFileRange moves at most this much; callers continue
 MAX_READDIR = 1024
+# A handle-less listing answers a whole directory of ordinary size in one call.
+MAX_LISTDIR = 4096
 _RENAME_FLAGS = syscalls.RENAME_NOREPLACE | syscalls.RENAME_EXCHANGE | syscalls.RENAME_WHITEOUT
 
 
@@ -69,6 +71,26 @@ class LocalFs:
 
     def _lookup_issue(self, dirfd: int, name: bytes) -> tuple[int, os.stat_result]:
         return self._issue(confine.lookup(dirfd, name))
+
+    @contextlib.contextmanager
+    def _io(self, fh: int, handle: int, flags: int, kind: str = "file"):
+        """An fd for I/O: the open file ``fh``, or, for fh 0, the node ``handle`` opened with
+        ``flags`` for this call alone.  A client whose kernel never sends opens (no-open mode)
+        addresses files by node."""
+        if fh:
+            with self.files.use(fh, kind) as of:
+                yield of.fd
+            return
+        with self.nodes.use(handle) as node_fd:
+            fd = confine.reopen_dir(node_fd) if kind == "dir" else confine.reopen(node_fd, flags)
+        try:
+            yield fd
+        finally:
+            try:
+                with self.echo.closing(fd):
+                    pass  # the close below is reported as a change when the file was written
+            finally:
+                os.close(fd)
 
     def _fix_mode(self, fd: int, wanted: int, via_proc: bool = True) -> None:
         # The host process umask may have masked bits the client asked for explicitly.
@@ -257,8 +279,10 @@ class LocalFs:
         self._writable("create")
         self.files.check_room()
         perm = mode & 0o7777 & ~umask
-        with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name):
+        with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name) as added:
             fd, created = confine.create(dirfd, name, flags, perm)
+            if not created:  # an existing file opened: no creation will be reported
+                added.cancel()
         try:
             if created:
                 self._fix_mode(fd, perm, via_proc=False)
@@ -331,26 +355,35 @@ class LocalFs:
                 pass  # the close below is reported as a change when the file was written
         self.files.release(fh)
 
-    def fsync(self, fh: int, datasync: bool, kind: str = "file") -> None:
-        with self.files.use(fh, kind) as of:
-            (os.fdatasync if datasync else os.fsync)(of.fd)
+    def write_node(self, handle: int, offset: int, data: bytes, flags: int) -> int:
+        """A write without an open, at ``offset`` (or at the end for O_APPEND in ``flags``)."""
+        if len(data) > MAX_IO:
+            raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
+        self._writable("write")
+        with self._io(0, handle, os.O_WRONLY | (flags & os.O_APPEND)) as fd, self.echo.node(fd):
+            return _pwrite_full(fd, data, offset)
 
-    def fallocate(self, fh: int, offset: int, length: int, mode: int) -> None:
+    def fsync(self, fh: int, datasync: bool, kind: str = "file", handle: int = 0) -> None:
+        with self._io(fh, handle, os.O_RDONLY, kind) as fd:
+            (os.fdatasync if datasync else os.fsync)(fd)
+
+    def fallocate(self, fh: int, offset: int, length: int, mode: int, handle: int = 0) -> None:
         self._writable("fallocate")
-        with self.files.use(fh) as of, self.echo.node(of.fd):
-            syscalls.fallocate(of.fd, mode, offset, length)
+        with self._io(fh, handle, os.O_WRONLY) as fd, self.echo.node(fd):
+            syscalls.fallocate(fd, mode, offset, length)
 
-    def lseek(self, fh: int, offset: int, whence: int) -> int:
-        with self.files.use(fh) as of:
-            return os.lseek(of.fd, offset, whence)
+    def lseek(self, fh: int, offset: int, whence: int, handle: int = 0) -> int:
+        with self._io(fh, handle, os.O_RDONLY) as fd:
+            return os.lseek(fd, offset, whence)
 
     def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int, length: int,
-                        flags: int) -> int:
+                        flags: int, handle_in: int = 0, handle_out: int = 0) -> int:
         self._writable("copy_file_range")
         if flags:
             raise OSError(errno.EINVAL, "copy_file_range flags must be 0")
-        with self.files.use(fh_in) as src, self.files.use(fh_out) as dst, self.echo.node(dst.fd):
-            return os.copy_file_range(src.fd, dst.fd, min(length, MAX_COPY), off_in, off_out)
+        with self._io(fh_in, handle_in, os.O_RDONLY) as src, \
+                self._io(fh_out, handle_out, os.O_WRONLY) as dst, self.echo.node(dst):
+            return os.copy_file_range(src, dst, min(length, MAX_COPY), off_in, off_out)
 
     # --- directories -------------------------------------------------------------------------
     def opendir(self, handle: int) -> tuple[int, os.stat_result]:
@@ -359,41 +392,74 @@ class LocalFs:
             fd = confine.reopen_dir(node_fd)
         try:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == self.share.root_key:
-                parent_ino = st.st_ino  # the share root is its own parent, as in a chroot
-            else:
-                parent_ino = os.stat("..", dir_fd=fd, follow_symlinks=False).st_ino
+            listing = DirListing(fd, *self._dot_inos(fd))
         except BaseException:
             os.close(fd)
             raise
-        return self.files.add(fd, "dir", handle, DirListing(fd, st.st_ino, parent_ino)), st
+        return self.files.add(fd, "dir", handle, listing), st
 
     def readdir(self, fh: int, offset: int, plus: bool, max_entries: int):
         """([(next_cookie, name, ino, dtype, (handle, stat) or None)], eof)."""
         count = max(1, min(max_entries or MAX_READDIR, MAX_READDIR))
-        out = []
         with self.files.use(fh, "dir") as of, of.listing.lock:
-            records, eof = of.listing.read(offset, count)
-            for cookie, name, ino, dtype in records:
-                entry = None
-                if plus and name not in (b".", b".."):
-                    try:
-                        entry = self._lookup_issue(of.fd, name)
-                    except FileNotFoundError:
-                        continue  # removed since it was listed
-                    except OSError as exc:
-                        if exc.errno == errno.ENFILE and out:
-                            return out, False  # node bound: hand back what fits
-                        if exc.errno == errno.ENFILE:
-                            raise
-                        entry = None
-                    else:
-                        ino, dtype = entry[1].st_ino, dtype_of_mode(entry[1].st_mode)
-                out.append((cookie + 1, name, ino, dtype, entry))
+            return self._read_listing(of.fd, of.listing, offset, plus, count)
+
+    def listdir(self, handle: int, offset: int, plus: bool, max_entries: int):
+        """readdir without a directory handle: a fresh listing of the node, read from cookie
+        ``offset`` (a position in it, so a later call continues where this one stopped while
+        the directory is unchanged)."""
+        count = max(1, min(max_entries or MAX_LISTDIR, MAX_LISTDIR))
+        with self.nodes.use(handle) as node_fd:
+            fd = confine.reopen_dir(node_fd)
+        listing = None
+        try:
+            listing = DirListing(fd, *self._dot_inos(fd))
+            return self._read_listing(fd, listing, offset, plus, count)
+        finally:
+            if listing is not None:
+                listing.close()
+            os.close(fd)
+
+    def _dot_inos(self, fd: int) -> tuple[int, int]:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == self.share.root_key:
+            return st.st_ino, st.st_ino  # the share root is its own parent, as in a chroot
+        return st.st_ino, os.stat("..", dir_fd=fd, follow_symlinks=False).st_ino
+
+    def _read_listing(self, fd: int, listing: DirListing, offset: int, plus: bool, count: int):
+        out = []
+        records, eof = listing.read(offset, count)
+        for cookie, name, ino, dtype in records:
+            entry = None
+            if plus and name not in (b".", b".."):
+                try:
+                    entry = self._lookup_issue(fd, name)
+                except FileNotFoundError:
+                    continue  # removed since it was listed
+                except OSError as exc:
+                    if exc.errno == errno.ENFILE and out:
+                        return out, False  # node bound: hand back what fits
+                    if exc.errno == errno.ENFILE:
+                        raise
+                    entry = None
+                else:
+                    ino, dtype = entry[1].st_ino, dtype_of_mode(entry[1].st_mode)
+            out.append((cookie + 1, name, ino, dtype, entry))
         return out, eof
 
     def releasedir(self, fh: int) -> None:
         self.files.release(fh, "dir")
+
+
+def _pwrite_full(fd: int, data: bytes, offset: int) -> int:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n == 0:
+            break  # no progress (a full device answers ENOSPC instead, as an OSError)
+        done += n
+    return done
 
 
 def _pread_full(fd: int, size: int, offset: int) -> bytes:

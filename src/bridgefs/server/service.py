@@ -256,7 +256,9 @@ class FilesService(pb_grpc.FilesServicer):
 
     def Write(self, r, context):
         return self._run(context, pb.WriteReply, "write",
-                         lambda fs: pb.WriteReply(written=fs.write(r.fh, r.offset, r.data)))
+                         lambda fs: pb.WriteReply(
+                             written=fs.write(r.fh, r.offset, r.data) if r.fh
+                             else fs.write_node(r.handle, r.offset, r.data, r.flags)))
 
     def Flush(self, r, context):
         return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh) or _OK)
@@ -266,20 +268,23 @@ class FilesService(pb_grpc.FilesServicer):
 
     def Fsync(self, r, context):
         return self._run(context, pb.Status, "fsync",
-                         lambda fs: fs.fsync(r.fh, r.datasync) or _OK)
+                         lambda fs: fs.fsync(r.fh, r.datasync, handle=r.handle) or _OK)
 
     def Fallocate(self, r, context):
         return self._run(context, pb.Status, "fallocate",
-                         lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode) or _OK)
+                         lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode,
+                                                 handle=r.handle) or _OK)
 
     def Lseek(self, r, context):
         return self._run(context, pb.LseekReply, "lseek",
-                         lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence)))
+                         lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence,
+                                                                  handle=r.handle)))
 
     def CopyFileRange(self, r, context):
         return self._run(context, pb.CopyFileRangeReply, "copy_file_range",
                          lambda fs: pb.CopyFileRangeReply(copied=fs.copy_file_range(
-                             r.fh_in, r.offset_in, r.fh_out, r.offset_out, r.length, r.flags)))
+                             r.fh_in, r.offset_in, r.fh_out, r.offset_out, r.length, r.flags,
+                             handle_in=r.handle_in, handle_out=r.handle_out)))
 
     # --- directories -------------------------------------------------------------------------
     def OpenDir(self, r, context):
@@ -289,19 +294,25 @@ class FilesService(pb_grpc.FilesServicer):
         return self._run(context, pb.OpenReply, "opendir", do_opendir)
 
     def ReadDir(self, r, context):
-        def do_readdir(fs):
-            records, eof = fs.readdir(r.fh, r.offset, r.plus, r.max_entries)
-            reply = pb.ReadDirReply(eof=eof)
-            for cookie, name, ino, dtype, entry in records:
-                reply.entries.append(pb.DirEntry(
-                    name=name, ino=ino, dtype=dtype, offset=cookie,
-                    entry=entry_of(*entry) if entry is not None else None))
-            return reply
-        return self._run(context, pb.ReadDirReply, "readdir", do_readdir)
+        return self._run(context, pb.ReadDirReply, "readdir", lambda fs: _dir_reply(
+            *fs.readdir(r.fh, r.offset, r.plus, r.max_entries)))
+
+    def ListDir(self, r, context):
+        return self._run(context, pb.ReadDirReply, "listdir", lambda fs: _dir_reply(
+            *fs.listdir(r.handle, r.offset, r.plus, r.max_entries)))
 
     def ReleaseDir(self, r, context):
         return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh) or _OK)
 
     def FsyncDir(self, r, context):
         return self._run(context, pb.Status, "fsyncdir",
-                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir") or _OK)
+                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir", handle=r.handle) or _OK)
+
+
+def _dir_reply(records, eof: bool) -> pb.ReadDirReply:
+    reply = pb.ReadDirReply(eof=eof)
+    for cookie, name, ino, dtype, entry in records:
+        reply.entries.append(pb.DirEntry(
+            name=name, ino=ino, dtype=dtype, offset=cookie,
+            entry=entry_of(*entry) if entry is not None else None))
+    return reply

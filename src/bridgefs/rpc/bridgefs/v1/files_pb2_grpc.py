@@ -219,6 +219,11 @@ class FilesStub:
                 request_serializer=bridgefs_dot_v1_dot_files__pb2.FsyncRequest.SerializeToString,
                 response_deserializer=bridgefs_dot_v1_dot_files__pb2.Status.FromString,
                 _registered_method=True)
+        self.ListDir = channel.unary_unary(
+                '/bridgefs.v1.Files/ListDir',
+                request_serializer=bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.SerializeToString,
+                response_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadDirReply.FromString,
+                _registered_method=True)
 
 
 class FilesServicer:
@@ -457,6 +462,15 @@ class FilesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDir(self, request, context):
+        """A listing without a handle (fh is ignored): the directory is opened, read from the cookie
+        `offset` and closed in one call.  Cookies are positions in the listing, so a later call
+        continues where this one stopped while the directory is unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -644,6 +658,11 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.FsyncDir,
                     request_deserializer=bridgefs_dot_v1_dot_files__pb2.FsyncRequest.FromString,
                     response_serializer=bridgefs_dot_v1_dot_files__pb2.Status.SerializeToString,
+            ),
+            'ListDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDir,
+                    request_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.FromString,
+                    response_serializer=bridgefs_dot_v1_dot_files__pb2.ReadDirReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1645,6 +1664,33 @@ class Files:
             '/bridgefs.v1.Files/FsyncDir',
             bridgefs_dot_v1_dot_files__pb2.FsyncRequest.SerializeToString,
             bridgefs_dot_v1_dot_files__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bridgefs.v1.Files/ListDir',
+            bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.SerializeToString,
+            bridgefs_dot_v1_dot_files__pb2.ReadDirReply.FromString,
             options,
             channel_credentials,
             insecure,
