@@ -4,6 +4,7 @@ translation of watchdog events (real watchdog event objects, real files)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from watchdog.events import (
@@ -11,6 +12,7 @@ from watchdog.events import (
     FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
     FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
 )
+from watchdog.observers import Observer
 
 from bridgefs.rpc import pb
 from bridgefs.server.changes import CLOSED, GONE, OVERFLOW_CHANGE, Subscription, translate
@@ -311,3 +313,117 @@ def test_translate(event, want):
 ])
 def test_translate_drops(event):
     assert translate(event, R) is None
+
+
+# --- a watcher far behind, many changes -------------------------------------------------------
+
+def test_an_expectation_outlives_a_slow_watcher(d):
+    root, fd, key = d
+    echo = EchoLog(clock=Clock())
+    echo.watching(True)
+    with echo.added(fd, b"x"):
+        os.mkdir(root / "x")
+    echo.clock.now += 60  # the host was busy: the change comes a minute later
+    assert echo.is_echo(node_probe(C.CREATED, root / "x", key))
+    assert len(echo) == 1  # the node record; the used-up expectation is gone
+    echo.clock.now += 1000  # past the safety net: a change never reported is let go
+    assert not echo.is_echo(Probe(C.CREATED, ((key, b"x"),)))
+
+
+def test_a_creation_on_another_node_is_news(echo, d):
+    root, fd, key = d
+    with echo.added(fd, b"x"):
+        (root / "x").write_bytes(b"")
+    # Its change never came (made inside a directory the watcher did not see yet); a host
+    # program replaces the file: that creation is news.
+    os.unlink(root / "x")
+    (root / "x").write_bytes(b"host")
+    assert not echo.is_echo(node_probe(C.CREATED, root / "x", key))
+    # A later change of the session's own file, gone again when looked at, still matches.
+    with echo.added(fd, b"y"):
+        (root / "y").write_bytes(b"")
+    os.unlink(root / "y")
+    assert echo.is_echo(Probe(C.CREATED, ((key, b"y"),)))
+
+
+def test_opening_an_existing_file_expects_no_creation(echo, d):
+    root, fd, key = d
+    (root / "x").write_bytes(b"")
+    with echo.added(fd, b"x") as added:
+        added.cancel()
+    assert not echo.is_echo(node_probe(C.CREATED, root / "x", key))
+
+
+def test_twenty_thousand_creations_and_deletions_all_match(d):
+    root, fd, key = d
+    clock = Clock()
+    log = EchoLog(clock=clock)
+    log.watching(True)
+    names = [b"f%05d" % i for i in range(20_000)]
+    for name in names:
+        with log.added(fd, name):
+            os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        clock.now += 0.001
+    for name in names:
+        with log.removed(fd, name):
+            os.unlink(name, dir_fd=fd)
+    clock.now += 30  # the watcher is half a minute behind, and the directory may be gone
+    assert all(log.is_echo(Probe(C.CREATED, ((None, name),))) for name in names)
+    assert all(log.is_echo(Probe(C.DELETED, ((key, name),))) for name in names)
+    assert not log._names and log.evicted == 0  # used up, nothing left but node records
+    assert not log.is_echo(Probe(C.CREATED, ((key, names[0]),)))  # the host, right after
+
+
+def test_records_stay_bounded_under_an_endless_burst(d):
+    root, fd, key = d
+    log = EchoLog(limit=1000, clock=Clock())
+    log.watching(True)
+    for i in range(10_000):
+        with log.added(fd, b"n%d" % i):
+            (root / ("n%d" % i)).write_bytes(b"")
+        assert len(log) <= 1000
+    # Node records went first: every recent expectation is still there.
+    assert log.evicted > 0
+    assert all(log.is_echo(Probe(C.CREATED, ((key, b"n%d" % i),))) for i in range(9_500, 10_000))
+
+
+class LaggingObserver(Observer):
+    """The inotify observer of a host too busy to look: the first change is taken LAG seconds
+    late, and every later one waits behind it."""
+
+    LAG = 4.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lagged = False
+
+    def dispatch_events(self, event_queue):
+        if not self._lagged:
+            self._lagged = True
+            time.sleep(self.LAG)
+        super().dispatch_events(event_queue)
+
+
+def test_own_changes_are_not_echoed_when_the_watcher_is_seconds_behind(tree, server, raw):
+    from test_watch import Stream, show
+
+    share, _ = tree
+    server.watches.observer_factory = LaggingObserver
+    a = raw()
+    stream = Stream(a)
+    try:
+        assert stream.next().kind == C.WATCHING
+        d = a.MkDir(parent=1, name=b"many", mode=0o755).entry.handle
+        for i in range(300):
+            created = a.Create(parent=d, name=b"f%d" % i, mode=0o644, flags=os.O_WRONLY)
+            assert a.Write(handle=created.entry.handle, fh=created.fh, offset=0,
+                           data=b"x" * 1024).written == 1024
+            assert a.Release(handle=created.entry.handle, fh=created.fh).errno == 0
+        for i in range(300):
+            assert a.Unlink(parent=d, name=b"f%d" % i).errno == 0
+        assert a.RmDir(parent=1, name=b"many").errno == 0
+        (share / "marker").write_bytes(b"")  # changes arrive in order: after this, all are in
+        got = stream.wait_for(C.CREATED, "marker", timeout=60)
+        assert [show(c) for c in got] == [("CREATED", "marker", "", False)]
+    finally:
+        stream.cancel()

@@ -4,21 +4,28 @@ A session's kernel already knows about its own mutations, so its Watch stream mu
 back.  The server tracks no paths, so a mutation is recorded by inode identity:
 
 * An entry change (create, unlink, rename, link...) as (parent (st_dev, st_ino), name) with the
-  change kinds it will be reported as.  Each expectation is used up by one matching change, so a
-  host program that removes the file the session just created is still reported.
+  change kinds it will be reported as.  Each expectation is used up by one matching change and
+  then forgotten, so a host program that removes the file the session just created is still
+  reported.  A creation also remembers the node it made: a CREATED of that name that finds
+  another node there is a host program's, even if the session's own event never came.
 * A node change (write, setattr, xattrs...) as the node's (st_dev, st_ino) and its stamp (ctime
   and friends) once the change is done.  A content or attribute change is an echo while the node
   still has that stamp (or the mutation is still running): a host edit a moment later changes
-  ctime and gets through.  Entry changes record the stamp of the node left under the name too,
-  since creating a file also reports its mode fix-up, and truncating open reports a modification.
+  ctime and gets through, however long the record lives.  Entry changes record the stamp of the
+  node left under the name too, since creating a file also reports its mode fix-up, and
+  truncating open reports a modification.
 
-Records live ``TTL`` seconds and at most ``LIMIT`` are kept; a lost one only costs an echo.
-Nothing is recorded while the session has no Watch stream.
+How long a change takes to come back depends on how far the watcher is behind, which under load
+(an unpack of thousands of files on a busy host) is many seconds.  So records do not expire by a
+short wall-clock time: an expectation lasts until its change comes, and ``TTL`` is only the safety
+net for changes the watcher never reports (a file made and removed inside a directory before
+the watcher saw the directory).  At most ``LIMIT`` records are kept; past that the expired go
+first, then the oldest node records (a lost one costs at worst an echoed modification), and the
+oldest expectations only last.  Nothing is recorded while the session has no Watch stream.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import threading
@@ -27,15 +34,14 @@ from dataclasses import dataclass
 
 from bridgefs.rpc import pb
 
-TTL = 2.0
-LIMIT = 8192
+TTL = 120.0
+LIMIT = 1 << 16
 
 CREATED, DELETED, MOVED = pb.Change.CREATED, pb.Change.DELETED, pb.Change.MOVED
 _ADD = frozenset((CREATED,))
 _REMOVE = frozenset((DELETED,))
 # A rename is reported as MOVED, or as DELETED + CREATED when the observer could not pair it.
 _MOVE = frozenset((MOVED, DELETED, CREATED))
-_NOOP = contextlib.nullcontext()
 
 
 def stamp_of(st: os.stat_result) -> tuple:
@@ -67,12 +73,40 @@ class _Node:
         self.pending, self.stamp, self.expires = 0, None, 0.0
 
 
+class _Expect:
+    """One mutation's change(s) not seen yet: ``count`` changes of one of ``kinds``; ``node``
+    is the key of the node a creation made (None: any)."""
+
+    __slots__ = ("kinds", "count", "node")
+
+    def __init__(self, kinds: frozenset, count: int):
+        self.kinds, self.count, self.node = kinds, count, None
+
+
 class _Name:
     __slots__ = ("expect", "expires")
 
     def __init__(self):
-        self.expect: list = []  # [kinds, count] per mutation not yet seen
+        self.expect: list[_Expect] = []
         self.expires = 0.0
+
+
+class _NoOp:
+    """What recording returns while the session does not watch."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def cancel(self) -> None:
+        pass
+
+
+_NOOP = _NoOp()
 
 
 class EchoLog:
@@ -82,6 +116,11 @@ class EchoLog:
         self._watching = 0
         self._nodes: dict[tuple, _Node] = {}
         self._names: dict[tuple, _Name] = {}
+        # name -> keys of _names with that name: a change whose directory is gone already is
+        # matched by name alone, and a removed tree reports thousands of those.
+        self._by_name: dict[bytes, set[tuple]] = {}
+        self._next_sweep = 0.0
+        self.evicted = 0  # records dropped to stay within the limit before their change came
 
     def watching(self, on: bool) -> None:
         """A Watch stream of this session opened (True) or closed (False)."""
@@ -90,6 +129,7 @@ class EchoLog:
             if not self._watching:
                 self._nodes.clear()
                 self._names.clear()
+                self._by_name.clear()
 
     @property
     def recording(self) -> bool:
@@ -103,6 +143,8 @@ class EchoLog:
 
     # --- recording: LocalFs wraps each mutation in one of these ------------------------------
     def added(self, dirfd: int, name: bytes):
+        """A name made; ``cancel()`` on the result when the name existed already (an open with
+        O_CREAT of an existing file): no change will be reported for it."""
         return _EntryOp(self, ((dirfd, name, _ADD, 1),)) if self._watching else _NOOP
 
     def removed(self, dirfd: int, name: bytes):
@@ -127,40 +169,68 @@ class EchoLog:
             return _NOOP
         return _NodeOp(self, fd) if writable else _NOOP
 
+    # --- the tables (under the lock) ---------------------------------------------------------
     def _get(self, table: dict, key: tuple, cls):
         rec = table.get(key)
         if rec is None:
-            if len(self._nodes) + len(self._names) >= self.limit:
-                self._trim()
+            now = self.clock()
+            if now >= self._next_sweep or len(self._nodes) + len(self._names) >= self.limit:
+                self._trim(now)
             rec = table[key] = cls()
+            if cls is _Name:
+                self._by_name.setdefault(key[2], set()).add(key)
         return rec
 
-    def _trim(self) -> None:
-        # Down to three quarters at once, so the sweep runs once per limit/4 new records.
-        now = self.clock()
-        for table in (self._nodes, self._names):
-            for key in [k for k, r in table.items()
-                        if r.expires < now and not getattr(r, "pending", 0)]:
-                del table[key]
-        while len(self._nodes) + len(self._names) > self.limit * 3 // 4:  # oldest first
-            table = self._names if len(self._names) >= len(self._nodes) else self._nodes
-            del table[next(iter(table))]
+    def _drop_name(self, key: tuple) -> None:
+        del self._names[key]
+        keys = self._by_name.get(key[2])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_name[key[2]]
 
-    def _expect(self, key: tuple, kinds: frozenset, n: int) -> None:
+    def _trim(self, now: float) -> None:
+        self._next_sweep = now + self.ttl / 4
+        for key in [k for k, r in self._nodes.items() if r.expires < now and not r.pending]:
+            del self._nodes[key]
+        for key in [k for k, r in self._names.items() if r.expires < now]:
+            self._drop_name(key)
+        # Still full: down to three quarters at once, so this runs once per limit/4 records.
+        # Node records go first: losing one costs at worst an echoed modification, losing an
+        # expectation an echoed creation or deletion.
+        excess = len(self._nodes) + len(self._names) - self.limit * 3 // 4
+        if excess <= 0:
+            return
+        nodes = [k for k, r in self._nodes.items() if not r.pending][:excess]
+        names = list(self._names)[:excess - len(nodes)]
+        for key in nodes:
+            del self._nodes[key]
+        for key in names:
+            self._drop_name(key)
+        self.evicted += len(nodes) + len(names)
+
+    def _expect(self, key: tuple, kinds: frozenset, n: int) -> _Expect:
         with self._lock:
             rec = self._get(self._names, key, _Name)
-            rec.expect = [item for item in rec.expect if item[1] > 0]
-            rec.expect.append([kinds, n])
+            item = _Expect(kinds, n)
+            rec.expect.append(item)
             rec.expires = self.clock() + self.ttl
+            return item
 
-    def _unexpect(self, key: tuple, kinds: frozenset, n: int) -> None:
-        # The mutation failed: it will not be reported, so nothing may be swallowed for it.
+    def _unexpect(self, key: tuple, item: _Expect) -> None:
+        # The mutation failed or changed nothing: it will not be reported, so nothing may be
+        # swallowed for it.
         with self._lock:
             rec = self._names.get(key)
-            for item in rec.expect if rec else ():
-                if item[0] is kinds:
-                    item[1] -= n
-                    break
+            if rec is None:
+                return
+            rec.expect = [e for e in rec.expect if e is not item]
+            if not rec.expect:
+                self._drop_name(key)
+
+    def _made(self, item: _Expect, node: tuple) -> None:
+        with self._lock:
+            item.node = node
 
     def _node_begin(self, key: tuple) -> None:
         with self._lock:
@@ -180,11 +250,11 @@ class EchoLog:
     # --- matching: the watcher asks once per change and session -------------------------------
     def _lookup_names(self, pkey, name: bytes) -> list:
         if pkey is not None:
-            rec = self._names.get((*pkey, name))
-            return [rec] if rec is not None else []
+            key = (*pkey, name)
+            return [key] if key in self._names else []
         # The directory is gone by the time the change is looked at (the session removed or
         # moved it right after): its name alone has to do.
-        return [rec for key, rec in self._names.items() if key[2] == name]
+        return list(self._by_name.get(name, ()))
 
     def is_echo(self, probe: Probe) -> bool:
         now = self.clock()
@@ -192,25 +262,48 @@ class EchoLog:
             if probe.kind in (CREATED, DELETED, MOVED):
                 hit = False
                 for pkey, name in probe.entries:  # a move uses up both of its names
-                    hit = any(rec.expires >= now and _use(rec, probe.kind)
-                              for rec in self._lookup_names(pkey, name)) or hit
+                    for key in self._lookup_names(pkey, name):
+                        if self._use(key, probe.kind, probe.node, now):
+                            hit = True
+                            break
                 return hit
-            if probe.node is None:  # gone already: the name's own recent change decides
-                return any(rec.expires >= now for pkey, name in probe.entries
-                           for rec in self._lookup_names(pkey, name))
+            if probe.node is None:  # gone already: a change of the name still expected decides
+                return any(self._names[key].expires >= now for pkey, name in probe.entries
+                           for key in self._lookup_names(pkey, name))
             key, stamp = probe.node
             rec = self._nodes.get(key)
             return rec is not None and (rec.pending > 0 or (rec.expires >= now
                                                             and rec.stamp == stamp))
 
-
-def _use(rec: _Name, kind: int) -> bool:
-    """Use up one expectation of ``kind``: the next change of this name is news."""
-    for item in rec.expect:
-        if item[1] > 0 and kind in item[0]:
-            item[1] -= 1
+    def _made_here(self, item: _Expect, node) -> bool:
+        """Whether the node a CREATED finds under the name (None: nothing any more, which
+        cannot be told apart) is the one ``item``'s creation made and nobody else touched since:
+        an inode number is soon reused, its stamp is not."""
+        if node is None or item.node is None:
             return True
-    return False
+        key, stamp = node
+        if item.node != key:
+            return False
+        rec = self._nodes.get(key)
+        return rec is None or rec.pending > 0 or rec.stamp == stamp
+
+    def _use(self, key: tuple, kind: int, node, now: float) -> bool:
+        """Use up one expectation of ``kind`` (the oldest): the next change of this name is
+        news.  A creation is this session's only if the node under the name is the one it
+        made."""
+        rec = self._names[key]
+        if rec.expires < now:
+            self._drop_name(key)
+            return False
+        for item in rec.expect:
+            if kind in item.kinds and (kind != CREATED or self._made_here(item, node)):
+                item.count -= 1
+                if item.count <= 0:
+                    rec.expect.remove(item)
+                    if not rec.expect:
+                        self._drop_name(key)
+                return True
+        return False
 
 
 class _EntryOp:
@@ -227,13 +320,17 @@ class _EntryOp:
                 key = (*key_of(os.fstat(dirfd)), name)
             except OSError:
                 continue
-            self.log._expect(key, kinds, n)
-            self.keys.append((key, dirfd, name, kinds, n))
+            self.keys.append((key, dirfd, name, kinds, self.log._expect(key, kinds, n)))
+        return self
+
+    def cancel(self) -> None:
+        for key, _, _, _, item in self.keys:
+            self.log._unexpect(key, item)
 
     def __exit__(self, exc_type, exc, tb):
-        for key, dirfd, name, kinds, n in self.keys:
+        for key, dirfd, name, kinds, item in self.keys:
             if exc_type is not None:
-                self.log._unexpect(key, kinds, n)
+                self.log._unexpect(key, item)
             # Whatever is under the name now is this session's doing.  Only a valid single
             # component is looked at: a client's name is never resolved as a path.
             if not name or b"/" in name or name in (b".", b".."):
@@ -242,6 +339,8 @@ class _EntryOp:
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             except (OSError, ValueError):
                 continue
+            if kinds is _ADD and exc_type is None:
+                self.log._made(item, key_of(st))
             self.log._node_end(key_of(st), stamp_of(st), counted=False)
 
 
@@ -256,8 +355,9 @@ class _NodeOp:
             self.key = key_of(os.fstat(self.fd))
         except OSError:
             self.key = None
-            return
+            return self
         self.log._node_begin(self.key)
+        return self
 
     def __exit__(self, *exc):
         if self.key is None:

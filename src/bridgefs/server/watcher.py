@@ -181,7 +181,7 @@ class ShareWatch(FileSystemEventHandler):
                 parent = self._stat(parts[:-1])
                 entries.append((key_of(parent) if parent is not None else None, parts[-1]))
         node = None
-        if kind not in ENTRY_KINDS:
+        if kind not in ENTRY_KINDS or kind == CREATED:  # a creation: whose node is there now
             st = self._stat(path)
             node = (key_of(st), stamp_of(st)) if st is not None else None
         return Probe(kind, tuple(entries), node)
