@@ -111,6 +111,12 @@ def invalidate(fs, change) -> None:
         node = nodes[-1]
         if not path:
             node = ROOT_ID
+        else:
+            parent = nodes[-2]
+            if parent is not None:
+                fs.drop_listing(parent)
+            else:  # a directory the kernel never saw may still be in a listing fetched ahead
+                fs.drop_listings()
         if kind in (Kind.MODIFIED, Kind.ATTRIB):
             if node is not None:
                 # content: pages and attributes; attributes alone: offset -1

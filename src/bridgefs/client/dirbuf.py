@@ -30,7 +30,7 @@ class Record:
 
 
 class DirBuffer:
-    def __init__(self, plus_ttl: float):
+    def __init__(self, plus_ttl: float | Callable[[], float]):
         self._lock = threading.Lock()
         self._records: list[Record] = []
         self._plus = False
@@ -45,7 +45,8 @@ class DirBuffer:
         with self._lock:
             records, self._records = self._records, []
             eof, end, fetched, same_kind = self._eof, self._end, self._fetched, self._plus == plus
-        fresh = not plus or time.monotonic() - fetched <= self._plus_ttl
+        ttl = self._plus_ttl() if callable(self._plus_ttl) else self._plus_ttl
+        fresh = not plus or time.monotonic() - fetched <= ttl
         if same_kind and eof and cookie == end:
             return [], True, fetched, _uncounted(records)
         index = next((i for i, r in enumerate(records) if r.start == cookie), None)
@@ -94,6 +95,17 @@ class DirBuffer:
             # Keep the last record handed out: the caller may not have had room for it.
             end = records[-1].entry.offset if records else cookie
             give_back(self.keep(records[max(i - 1, 0):], plus, eof, end, fetched))
+
+    def drop_start(self) -> list[int]:
+        """Forget records a new listing (from cookie 0) would be answered with: the directory
+        changed.  A listing already under way goes on from what it was given, as from an open
+        directory stream."""
+        with self._lock:
+            if not self._records or self._records[0].start != 0:
+                return []
+            old, self._records = self._records, []
+            self._eof, self._end = False, None
+        return _uncounted(old)
 
     def clear(self) -> list[int]:
         with self._lock:

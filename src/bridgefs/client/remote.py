@@ -39,6 +39,9 @@ EPOCH_SHIFT = 40
 HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 LISTDIR_BATCH = 4096
+# Records of subdirectories one listing brings along while caches are long: a walk of a tree
+# costs a round trip per this many records instead of one per directory.
+SUBTREE_RECORDS = 2048
 
 
 class RemoteFileSystem(FileSystem):
@@ -75,6 +78,8 @@ class RemoteFileSystem(FileSystem):
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._dirs: dict[int, DirBuffer] = {}
         self._node_dirs: dict[int, DirBuffer] = {}  # listings asked for without a handle
+        self._listing_lock = threading.Lock()
+        self._listing_gen = 0  # moves on at every drop: a listing fetched across one is not kept
         self._closed = False
         self._close_lock = threading.Lock()
         self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
@@ -233,7 +238,8 @@ class RemoteFileSystem(FileSystem):
         references the kernel dropped; otherwise every reference this client received is
         returned."""
         self._stamps.pop(ino, None)
-        listing = self._node_dirs.pop(ino, None)
+        with self._listing_lock:
+            listing = self._node_dirs.pop(ino, None)
         if listing is not None:
             self._give_back(listing.clear())
         if ino >> EPOCH_SHIFT == self.epoch:
@@ -281,34 +287,42 @@ class RemoteFileSystem(FileSystem):
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         self._writable()
+        self.drop_listing(parent)
         return self._entry(self._call(self._stub.MkNod, pb.MkNodRequest(
             parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
 
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         self._writable()
+        self.drop_listing(parent)
         return self._entry(self._call(self._stub.MkDir, pb.MkDirRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         self._writable()
+        self.drop_listing(parent)
         return self._entry(self._call(self._stub.Symlink, pb.SymlinkRequest(
             parent=self._h(parent), name=name, target=target)).entry)
 
     def link(self, ctx, ino, new_parent, new_name) -> Entry:
         self._writable()
+        self.drop_listing(new_parent)
         return self._entry(self._call(self._stub.Link, pb.LinkRequest(
             handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
 
     def unlink(self, ctx, parent, name) -> None:
         self._writable()
+        self.drop_listing(parent)
         self._call(self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rmdir(self, ctx, parent, name) -> None:
         self._writable()
+        self.drop_listing(parent)
         self._call(self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         self._writable()
+        self.drop_listing(parent)
+        self.drop_listing(new_parent)
         self._call(self._stub.Rename, pb.RenameRequest(
             parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name, flags=flags))
 
@@ -395,6 +409,7 @@ class RemoteFileSystem(FileSystem):
 
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         self._writable()
+        self.drop_listing(parent)
         reply = self._call(self._stub.Create, pb.CreateRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask, flags=flags))
         self._stamps.pop(self._n(reply.entry.handle), None)
@@ -468,12 +483,33 @@ class RemoteFileSystem(FileSystem):
             if buf is None:
                 raise FsError(errno.EBADF)
         else:  # the kernel lists without opening (no-opendir): one ListDir per directory
-            buf = self._node_dirs.get(ino)
-            if buf is None:
-                buf = self._node_dirs.setdefault(
-                    ino, DirBuffer(plus_ttl=self.short_mode.attr_timeout))
+            buf = self._node_listing(ino)
         return buf.iterate(offset, plus, lambda cookie: self._fetch(ino, fh, cookie, plus),
                            self._counts.received, self._give_back)
+
+    def _node_listing(self, ino: int) -> DirBuffer:
+        buf = self._node_dirs.get(ino)
+        if buf is None:
+            # What is kept is trusted as long as attributes are: in long mode, until an event
+            # or a change through this client drops it (drop_listing).
+            buf = self._node_dirs.setdefault(ino, DirBuffer(lambda: self.mode.attr_timeout))
+        return buf
+
+    def drop_listing(self, ino: int) -> None:
+        """Directory ``ino`` changed: what is kept of its listing may not start a new one."""
+        with self._listing_lock:
+            self._listing_gen += 1
+            buf = self._node_dirs.get(ino)
+        if buf is not None:
+            self._give_back(buf.drop_start())
+
+    def drop_listings(self) -> None:
+        with self._listing_lock:
+            self._listing_gen += 1
+            bufs = list(self._node_dirs.values())
+        for buf in bufs:
+            self._give_back(buf.drop_start())
+
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
         if fh:
@@ -481,10 +517,19 @@ class RemoteFileSystem(FileSystem):
                 handle=self._h(ino), fh=fh, offset=cookie, plus=plus,
                 max_entries=self.readdir_batch))
         else:
+            subtree = SUBTREE_RECORDS if plus and not cookie and self.mode.cache_listings else 0
+            gen = self._listing_gen
             reply = self._call(self._stub.ListDir, pb.ReadDirRequest(
-                handle=self._h(ino), offset=cookie, plus=plus, max_entries=LISTDIR_BATCH))
+                handle=self._h(ino), offset=cookie, plus=plus, max_entries=LISTDIR_BATCH,
+                subtree_records=subtree))
+            if reply.below:
+                self._keep_below(reply.below, gen)
+        records = self._records(reply.entries, plus, cookie)
+        return records, reply.eof
+
+    def _records(self, entries, plus: bool, cookie: int = 0) -> list[Record]:
         records = []
-        for d in reply.entries:
+        for d in entries:
             entry = None
             handle = 0
             if plus and d.HasField("entry"):
@@ -493,7 +538,24 @@ class RemoteFileSystem(FileSystem):
                               entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout)
             records.append(Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle))
             cookie = d.offset
-        return records, reply.eof
+        return records
+
+    def _keep_below(self, below, gen: int) -> None:
+        """Listings of subdirectories that came with a listing: kept as if their own first
+        READDIRPLUS had fetched them, unless something changed while they were on the way."""
+        now = time.monotonic()
+        subs = [(self._n(sub.handle), self._records(sub.entries, True)) for sub in below]
+        dropped = []
+        with self._listing_lock:
+            for ino, records in subs:
+                if gen != self._listing_gen or not records:
+                    dropped.extend(r.handle for r in records if r.handle)
+                    continue
+                buf = self._node_dirs.get(ino)
+                if buf is None:
+                    buf = self._node_dirs[ino] = DirBuffer(lambda: self.mode.attr_timeout)
+                dropped.extend(buf.keep(records, True, True, records[-1].entry.offset, now))
+        self._give_back(dropped)
 
     def _give_back(self, handles: list[int]) -> None:
         for handle in handles:

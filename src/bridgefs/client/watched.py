@@ -12,6 +12,7 @@ import time
 
 from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
+from bridgefs.client.contents import BATCH_BYTES, SMALL_FILE, FilesAhead, is_small_file
 from bridgefs.client.names import NameTable
 from bridgefs.client.remote import EPOCH_SHIFT, RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
@@ -41,6 +42,7 @@ class WatchedFileSystem(RemoteFileSystem):
         # Attributes the kernel was last told, answered again without a round trip while
         # changes stream in (the kernel asks again after reads: it leaves atime to us).
         self.attrs: dict[int, Attr] = {}
+        self.ahead = FilesAhead()
         self._statfs = None
         self._no_caps: set[int] = set()
 
@@ -96,17 +98,23 @@ class WatchedFileSystem(RemoteFileSystem):
         self.mode = self.long_mode if on else self.short_mode
         if not on:
             self.attrs.clear()
+            self.drop_listings()
 
     def invalidate_entry(self, parent: int, name: bytes) -> None:
+        self.drop_listing(parent)
         self._notify(notify.inval_entry(parent, name))
 
     def invalidate_inode(self, ino: int, offset: int = 0) -> None:
         self.attrs.pop(ino, None)
+        self.ahead.forget(ino)
+        self.drop_listing(ino)
         self._no_caps.discard(ino)
         self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
         self.attrs.clear()
+        self.ahead.clear()
+        self.drop_listings()
         self._no_caps.clear()
         names, nodes, negatives = self.names.snapshot()
         self.names.clear_negatives()
@@ -216,6 +224,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self.names.forget(ino)
         self.attrs.pop(ino, None)
         self._no_caps.discard(ino)
+        self.ahead.forget(ino)
         super().forget(ino, nlookup)
 
     def _keep_attr(self, ino: int, attr: Attr | None) -> None:
@@ -228,11 +237,49 @@ class WatchedFileSystem(RemoteFileSystem):
             self.attrs.pop(ino, None)
 
     def readdir(self, ctx, ino, fh, offset, plus):
+        small_files = self.ahead.listing(ino, restart=offset == 0)
         for record in super().readdir(ctx, ino, fh, offset, plus):
-            if record.entry is not None and record.entry.ino:
-                self.names.add(ino, record.name, record.entry.ino)
-                self._keep_attr(record.entry.ino, record.entry.attr)
+            entry = record.entry
+            if entry is not None and entry.ino:
+                self.names.add(ino, record.name, entry.ino)
+                self._keep_attr(entry.ino, entry.attr)
+                if is_small_file(entry.attr):
+                    small_files[entry.ino] = None
             yield record
+
+    # --- reads -------------------------------------------------------------------------------------
+    def read(self, ctx, ino, fh, offset, size) -> bytes:
+        if not fh and self.mode.trust_pages:
+            data = self.ahead.serve(ino, self.attrs.get(ino), offset, size)
+            if data is None and offset == 0 and is_small_file(self.attrs.get(ino)):
+                data = self._read_ahead(ino, size)
+            self.ahead.paged(ino)
+            if data is not None:
+                return data
+        return super().read(ctx, ino, fh, offset, size)
+
+    def _read_ahead(self, ino: int, size: int) -> bytes | None:
+        """Read ``ino`` together with the small files of its directory the kernel has not
+        read yet; None when there is nothing to read along (then a plain read follows)."""
+        where = self.names.names_of(ino)
+        picks = self.ahead.plan(ino, where[0][0] if where else None, self.attrs.get)
+        if not picks:
+            return None
+        try:
+            reply = self._call(self._stub.ReadFiles, pb.ReadFilesRequest(
+                handles=[self._h(i) for i in picks], max_file_size=SMALL_FILE,
+                max_total=BATCH_BYTES))
+        except FsError:
+            return None
+        wanted = None
+        for other, content in zip(picks, reply.files):
+            if content.errno:
+                continue
+            if other == ino:
+                wanted = content.data[:size]
+            else:
+                self.ahead.put(other, self._attr(content.attr), content.data)
+        return wanted
 
     def statfs(self, ctx, ino):
         # Free space changes all the time and raises no event; a figure up to 10 s old spares

@@ -24,6 +24,7 @@ MAX_COPY = 128 << 20  # one CopyFileRange moves at most this much; callers conti
 MAX_READDIR = 1024
 # A handle-less listing answers a whole directory of ordinary size in one call.
 MAX_LISTDIR = 4096
+MAX_SUBTREE = 8192  # records of the subdirectories one ListDir may add
 _RENAME_FLAGS = syscalls.RENAME_NOREPLACE | syscalls.RENAME_EXCHANGE | syscalls.RENAME_WHITEOUT
 
 
@@ -309,6 +310,37 @@ class LocalFs:
         finally:
             os.close(fd)
 
+    def read_files(self, handles, max_file_size: int, max_total: int):
+        """[(handle, errno, data, stat)] of whole small regular files, in order, until
+        ``max_total`` bytes would be passed."""
+        max_file_size = min(max_file_size, MAX_IO)
+        out, total = [], 0
+        for handle in handles:
+            try:
+                with self.nodes.use(handle) as node_fd:
+                    st = os.fstat(node_fd)
+                    if not stat.S_ISREG(st.st_mode):
+                        raise OSError(errno.EINVAL, "not a regular file")
+                    if st.st_size > max_file_size:
+                        raise OSError(errno.EFBIG, "larger than asked for")
+                    if total + st.st_size > max_total:
+                        break
+                    fd = confine.reopen(node_fd, os.O_RDONLY)
+                try:
+                    # One byte more than the size: a file that grew meanwhile is left out.
+                    data = _pread_full(fd, st.st_size + 1, 0)
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                if len(data) != st.st_size or len(data) > max_file_size:
+                    raise OSError(errno.EAGAIN, "changed while read")
+            except OSError as exc:
+                out.append((handle, exc.errno or errno.EIO, b"", None))
+                continue
+            total += len(data)
+            out.append((handle, 0, data, st))
+        return out
+
     def read(self, fh: int, offset: int, size: int) -> bytes:
         if size > MAX_IO:
             raise OSError(errno.EINVAL, f"read of {size} bytes (max {MAX_IO})")
@@ -404,6 +436,30 @@ class LocalFs:
         with self.files.use(fh, "dir") as of, of.listing.lock:
             return self._read_listing(of.fd, of.listing, offset, plus, count)
 
+    def listdir_tree(self, handle: int, plus: bool, max_entries: int, subtree: int):
+        """listdir from cookie 0, and then, with plus, whole listings of the subdirectories,
+        breadth first, while their records stay within ``subtree``:
+        (records, eof, [(subdirectory handle, records)])."""
+        records, eof = self.listdir(handle, 0, plus, max_entries)
+        below: list = []
+        if not (plus and eof and subtree > 0):
+            return records, eof, below
+        budget = min(subtree, MAX_SUBTREE)
+        queue = [r[4][0] for r in records if _is_dir_entry(r)]
+        while queue and budget > 0:
+            sub = queue.pop(0)
+            try:
+                sub_records, sub_eof = self.listdir(sub, 0, True, budget)
+            except OSError:
+                continue  # gone or unreadable since: its own listing will say why
+            if not sub_eof:  # does not fit whole: hand its references back and stop there
+                self.forget([(r[4][0], 1) for r in sub_records if r[4] is not None])
+                break
+            below.append((sub, sub_records))
+            budget -= len(sub_records)
+            queue.extend(r[4][0] for r in sub_records if _is_dir_entry(r))
+        return records, eof, below
+
     def listdir(self, handle: int, offset: int, plus: bool, max_entries: int):
         """readdir without a directory handle: a fresh listing of the node, read from cookie
         ``offset`` (a position in it, so a later call continues where this one stopped while
@@ -449,6 +505,11 @@ class LocalFs:
 
     def releasedir(self, fh: int) -> None:
         self.files.release(fh, "dir")
+
+
+def _is_dir_entry(record) -> bool:
+    entry = record[4]
+    return entry is not None and stat.S_ISDIR(entry[1].st_mode)
 
 
 def _pwrite_full(fd: int, data: bytes, offset: int) -> int:

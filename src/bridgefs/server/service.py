@@ -254,6 +254,15 @@ class FilesService(pb_grpc.FilesServicer):
                          lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size) if r.fh
                                                  else fs.read_node(r.handle, r.offset, r.size)))
 
+    def ReadFiles(self, r, context):
+        def read_files(fs):
+            reply = pb.ReadFilesReply()
+            for handle, err, data, st in fs.read_files(r.handles, r.max_file_size, r.max_total):
+                reply.files.append(pb.FileContent(handle=handle, errno=err, data=data,
+                                                  attr=attr_of(st) if st is not None else None))
+            return reply
+        return self._run(context, pb.ReadFilesReply, "read_files", read_files)
+
     def Write(self, r, context):
         return self._run(context, pb.WriteReply, "write",
                          lambda fs: pb.WriteReply(
@@ -298,8 +307,17 @@ class FilesService(pb_grpc.FilesServicer):
             *fs.readdir(r.fh, r.offset, r.plus, r.max_entries)))
 
     def ListDir(self, r, context):
-        return self._run(context, pb.ReadDirReply, "listdir", lambda fs: _dir_reply(
-            *fs.listdir(r.handle, r.offset, r.plus, r.max_entries)))
+        def do_listdir(fs):
+            if r.subtree_records and r.plus and not r.offset:
+                records, eof, below = fs.listdir_tree(r.handle, True, r.max_entries,
+                                                      r.subtree_records)
+                reply = _dir_reply(records, eof)
+                for handle, sub in below:
+                    reply.below.append(pb.SubListing(handle=handle,
+                                                     entries=_dir_reply(sub, True).entries))
+                return reply
+            return _dir_reply(*fs.listdir(r.handle, r.offset, r.plus, r.max_entries))
+        return self._run(context, pb.ReadDirReply, "listdir", do_listdir)
 
     def ReleaseDir(self, r, context):
         return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh) or _OK)

@@ -468,18 +468,28 @@ class CopyFileRangeReply(_message.Message):
     def __init__(self, errno: _Optional[int] = ..., copied: _Optional[int] = ...) -> None: ...
 
 class ReadDirRequest(_message.Message):
-    __slots__ = ("handle", "fh", "offset", "plus", "max_entries")
+    __slots__ = ("handle", "fh", "offset", "plus", "max_entries", "subtree_records")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     FH_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     PLUS_FIELD_NUMBER: _ClassVar[int]
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SUBTREE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     handle: int
     fh: int
     offset: int
     plus: bool
     max_entries: int
-    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., offset: _Optional[int] = ..., plus: _Optional[bool] = ..., max_entries: _Optional[int] = ...) -> None: ...
+    subtree_records: int
+    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., offset: _Optional[int] = ..., plus: _Optional[bool] = ..., max_entries: _Optional[int] = ..., subtree_records: _Optional[int] = ...) -> None: ...
+
+class SubListing(_message.Message):
+    __slots__ = ("handle", "entries")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    handle: int
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    def __init__(self, handle: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "ino", "dtype", "offset", "entry")
@@ -496,14 +506,46 @@ class DirEntry(_message.Message):
     def __init__(self, name: _Optional[bytes] = ..., ino: _Optional[int] = ..., dtype: _Optional[int] = ..., offset: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
 
 class ReadDirReply(_message.Message):
-    __slots__ = ("errno", "entries", "eof")
+    __slots__ = ("errno", "entries", "eof", "below")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     EOF_FIELD_NUMBER: _ClassVar[int]
+    BELOW_FIELD_NUMBER: _ClassVar[int]
     errno: int
     entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
     eof: bool
-    def __init__(self, errno: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., eof: _Optional[bool] = ...) -> None: ...
+    below: _containers.RepeatedCompositeFieldContainer[SubListing]
+    def __init__(self, errno: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., eof: _Optional[bool] = ..., below: _Optional[_Iterable[_Union[SubListing, _Mapping]]] = ...) -> None: ...
+
+class ReadFilesRequest(_message.Message):
+    __slots__ = ("handles", "max_file_size", "max_total")
+    HANDLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    handles: _containers.RepeatedScalarFieldContainer[int]
+    max_file_size: int
+    max_total: int
+    def __init__(self, handles: _Optional[_Iterable[int]] = ..., max_file_size: _Optional[int] = ..., max_total: _Optional[int] = ...) -> None: ...
+
+class FileContent(_message.Message):
+    __slots__ = ("handle", "errno", "data", "attr")
+    HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ERRNO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    handle: int
+    errno: int
+    data: bytes
+    attr: Attr
+    def __init__(self, handle: _Optional[int] = ..., errno: _Optional[int] = ..., data: _Optional[bytes] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
+
+class ReadFilesReply(_message.Message):
+    __slots__ = ("errno", "files")
+    ERRNO_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    errno: int
+    files: _containers.RepeatedCompositeFieldContainer[FileContent]
+    def __init__(self, errno: _Optional[int] = ..., files: _Optional[_Iterable[_Union[FileContent, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ()

@@ -224,6 +224,11 @@ class FilesStub:
                 request_serializer=bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.SerializeToString,
                 response_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadDirReply.FromString,
                 _registered_method=True)
+        self.ReadFiles = channel.unary_unary(
+                '/bridgefs.v1.Files/ReadFiles',
+                request_serializer=bridgefs_dot_v1_dot_files__pb2.ReadFilesRequest.SerializeToString,
+                response_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadFilesReply.FromString,
+                _registered_method=True)
 
 
 class FilesServicer:
@@ -471,6 +476,14 @@ class FilesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadFiles(self, request, context):
+        """Whole contents of small regular files, read by node in one call: what a client asks for when
+        a program starts reading the files of a directory one after another.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -663,6 +676,11 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.ListDir,
                     request_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.FromString,
                     response_serializer=bridgefs_dot_v1_dot_files__pb2.ReadDirReply.SerializeToString,
+            ),
+            'ReadFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadFiles,
+                    request_deserializer=bridgefs_dot_v1_dot_files__pb2.ReadFilesRequest.FromString,
+                    response_serializer=bridgefs_dot_v1_dot_files__pb2.ReadFilesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1691,6 +1709,33 @@ class Files:
             '/bridgefs.v1.Files/ListDir',
             bridgefs_dot_v1_dot_files__pb2.ReadDirRequest.SerializeToString,
             bridgefs_dot_v1_dot_files__pb2.ReadDirReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bridgefs.v1.Files/ReadFiles',
+            bridgefs_dot_v1_dot_files__pb2.ReadFilesRequest.SerializeToString,
+            bridgefs_dot_v1_dot_files__pb2.ReadFilesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,79 @@
+"""Listings fetched ahead: a walk of a tree costs a round trip per many directories, and a
+listing fetched ahead is never served once the directory changed on the host."""
+
+import json
+import os
+import subprocess
+import sys
+
+from eventkit import wait_settled
+
+
+def _stats(mnt, reset=False):
+    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
+                         + (["--reset"] if reset else []), capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def _forget_kernel_names():
+    # Dentries and inodes only: the kernel forgets every name and listing of the mount.
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+
+
+def _host_tree(host, top=10, sub=10, files=5):
+    for a in range(top):
+        for b in range(sub):
+            d = host / f"d{a}" / f"e{b}"
+            d.mkdir(parents=True)
+            for i in range(files):
+                (d / f"f{i}.txt").write_text("x" * i)
+
+
+def test_a_walk_lists_many_directories_per_round_trip(watched_share):
+    host, mnt = watched_share
+    _host_tree(host)  # 111 directories, 500 files
+    wait_settled(mnt, quiet=2)
+    _forget_kernel_names()
+    _stats(mnt, reset=True)
+    walked = subprocess.run(["find", str(mnt), "-printf", "%P %s\n"], capture_output=True,
+                            text=True, check=True).stdout
+    expected = subprocess.run(["find", str(host), "-printf", "%P %s\n"], capture_output=True,
+                              text=True, check=True).stdout
+    assert sorted(walked.split("\n")) == sorted(expected.split("\n"))
+    rpc = _stats(mnt)["rpc"]
+    assert rpc["ListDir"]["count"] <= 5, rpc  # 111 directories
+
+
+def test_a_listing_fetched_ahead_is_not_served_after_a_host_change(watched_share):
+    host, mnt = watched_share
+    _host_tree(host, top=2, sub=2, files=3)
+    wait_settled(mnt, quiet=2)
+    _forget_kernel_names()
+    assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings d0/, d0/e0/... along
+    (host / "d0" / "e0" / "new.txt").write_text("new")
+    (host / "d0" / "e1" / "f0.txt").unlink()
+    (host / "d1" / "e0" / "f2.txt").write_text("longer than before")
+    os.rename(host / "d1" / "e1", host / "d1" / "moved")
+    wait_settled(mnt, quiet=1)
+    assert sorted(os.listdir(mnt / "d0" / "e1")) == ["f1.txt", "f2.txt"]
+    assert sorted(os.listdir(mnt / "d0" / "e0")) == ["f0.txt", "f1.txt", "f2.txt", "new.txt"]
+    assert sorted(os.listdir(mnt / "d1")) == ["e0", "moved"]
+    assert os.stat(mnt / "d1" / "e0" / "f2.txt").st_size == len("longer than before")
+    sizes = {e.name: e.stat().st_size for e in os.scandir(mnt / "d1" / "e0")}
+    assert sizes == {"f0.txt": 0, "f1.txt": 1, "f2.txt": len("longer than before")}
+
+
+def test_a_listing_fetched_ahead_is_not_served_after_a_change_through_the_mount(watched_share):
+    host, mnt = watched_share
+    _host_tree(host, top=2, sub=2, files=3)
+    wait_settled(mnt, quiet=2)
+    _forget_kernel_names()
+    assert sorted(os.listdir(mnt)) == ["d0", "d1"]
+    sub = mnt / "d0" / "e0"
+    os.stat(sub)  # the kernel learns the directory, not its listing
+    (sub / "made-here").write_text("x")
+    os.unlink(sub / "f1.txt")
+    assert sorted(os.listdir(sub)) == ["f0.txt", "f2.txt", "made-here"]

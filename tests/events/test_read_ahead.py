@@ -1,0 +1,69 @@
+"""Small files read ahead: reading a directory's files one after another costs a round trip per
+many files, and a content fetched ahead is never served once the file changed."""
+
+import json
+import os
+import subprocess
+import sys
+
+from eventkit import wait_settled
+
+
+def _stats(mnt, reset=False):
+    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
+                         + (["--reset"] if reset else []), capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def _drop_kernel_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def _files(host, dirs=3, files=50):
+    for d in range(dirs):
+        sub = host / f"dir{d}"
+        sub.mkdir()
+        for i in range(files):
+            (sub / f"mod{i:02}.js").write_bytes(f"// {d}/{i}\n".encode() * (i + 1))
+
+
+def _read_all(root):
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in sorted(names):
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.relpath(os.path.join(dirpath, name), root)] = f.read()
+    return out
+
+
+def test_reading_small_files_costs_a_round_trip_per_many_files(watched_share):
+    host, mnt = watched_share
+    _files(host)
+    wait_settled(mnt, quiet=2)
+    _drop_kernel_caches()
+    _stats(mnt, reset=True)
+    assert _read_all(mnt) == _read_all(host)
+    rpc = _stats(mnt)["rpc"]
+    reads = sum(rpc.get(name, {"count": 0})["count"] for name in ("Read", "ReadFiles"))
+    assert reads <= 6, rpc  # 150 files in 3 directories
+
+
+def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
+    host, mnt = watched_share
+    _files(host, dirs=1, files=5)
+    wait_settled(mnt, quiet=2)
+    _drop_kernel_caches()
+    sub = mnt / "dir0"
+    names = sorted(os.listdir(sub))
+    assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()  # reads ahead
+    old = (host / "dir0" / names[1]).read_bytes()
+    new = bytes(reversed(old))  # same size
+    (host / "dir0" / names[1]).write_bytes(new)
+    (sub / names[2]).write_bytes(b"written through the mount")
+    wait_settled(mnt, quiet=1)
+    assert (sub / names[1]).read_bytes() == new
+    assert (sub / names[2]).read_bytes() == b"written through the mount"
+    assert (sub / names[3]).read_bytes() == (host / "dir0" / names[3]).read_bytes()
