@@ -12,6 +12,7 @@ import errno
 import grpc
 
 from bridgefs.address import parse_address
+from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE
 from bridgefs.vsock import Forwarder, PrivateSocketDir, vsock_dialer
 
@@ -46,6 +47,7 @@ class Connection:
     def __init__(self, address: str):
         self.address = address
         addr = parse_address(address)
+        keep_freed_memory()
         self._relay: Forwarder | None = None
         self._dir: PrivateSocketDir | None = None
         if addr.kind == "vsock":

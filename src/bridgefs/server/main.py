@@ -21,6 +21,7 @@ from concurrent import futures
 import grpc
 
 from bridgefs.address import Address, parse_address
+from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE, pb_grpc
 from bridgefs.server.handles import Limits
 from bridgefs.server.service import FilesService
@@ -157,6 +158,7 @@ def serve(shares: dict[str, tuple[str, bool]], listen: list[str], *, limits: Lim
     if not shares:
         raise ValueError("no shares to serve")
     _raise_fd_limit()
+    keep_freed_memory()
     opened = open_shares(shares)
     server = BridgeServer(opened, limits or Limits(), max_workers)
     try:
