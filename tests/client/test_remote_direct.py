@@ -252,15 +252,18 @@ def test_writes_land_on_disk_byte_for_byte(fs, here):
     data = os.urandom(3 * (1 << 20) + 12345)
     entry, opened = fs.create(CTX, parent, b"big", 0o644, 0, os.O_RDWR)
     assert fs.write(CTX, entry.ino, opened.fh, 0, data, 0) == len(data)  # split into 1 MiB calls
+    fs.flush(CTX, entry.ino, opened.fh, 0)  # a close: writes may be answered before they land
     assert (path / "big").read_bytes() == data
     patch = b"PATCH" * 1000
     fs.write(CTX, entry.ino, opened.fh, 1_000_000, patch, 0)
     expected = data[:1_000_000] + patch + data[1_000_000 + len(patch):]
+    fs.fsync(CTX, entry.ino, opened.fh, False)
     assert (path / "big").read_bytes() == expected
     assert fs.read(CTX, entry.ino, opened.fh, 0, len(expected) + 100) == expected
     assert fs.read(CTX, entry.ino, opened.fh, 1 << 20, 1 << 20) == expected[1 << 20:2 << 20]
     assert fs.read(CTX, entry.ino, opened.fh, len(expected), 10) == b""
     fs.write(CTX, entry.ino, opened.fh, len(expected) + 10, b"tail", 0)  # leaves a hole
+    fs.flush(CTX, entry.ino, opened.fh, 0)
     assert (path / "big").read_bytes() == expected + bytes(10) + b"tail"
     fs.release(CTX, entry.ino, opened.fh, 0)
 
@@ -277,9 +280,11 @@ def test_create_and_open_flags(fs, here):
     entry, opened = fs.create(CTX, parent, b"g", 0o640, 0o022, os.O_WRONLY)
     assert stat.S_IMODE(os.stat(path / "g").st_mode) == 0o640
     fs.write(CTX, entry.ino, opened.fh, 0, b"start", 0)
+    fs.flush(CTX, entry.ino, opened.fh, 0)
     fs.release(CTX, entry.ino, opened.fh, 0)
     opened = fs.open(CTX, entry.ino, os.O_WRONLY | os.O_APPEND)
     fs.write(CTX, entry.ino, opened.fh, 0, b"+end", 0)
+    fs.flush(CTX, entry.ino, opened.fh, 0)
     fs.release(CTX, entry.ino, opened.fh, 0)
     assert (path / "g").read_bytes() == b"start+end"
 

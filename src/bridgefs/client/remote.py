@@ -2,7 +2,9 @@
 
 Node ids are server handles (the share root is 1), so there is no id translation; Attr.ino is
 the host's st_ino.  Every method is one round trip (reads and writes above the server's I/O size
-are split), and readdir fetches many records with attributes per round trip.
+are split), and readdir fetches many records with attributes per round trip.  While files are
+opened (FLUSH comes at close), writes are answered once queued and sent in the background
+(writes.py); every other call waits for the writes queued before it.
 
 Caching is the safe kind: entries and attributes live ``entry_timeout``/``attr_timeout`` seconds
 (1 s by default), and an open keeps the page cache only when size, mtime and ctime are what this
@@ -13,6 +15,7 @@ client forgets that stamp.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import socket
@@ -26,6 +29,7 @@ from bridgefs.client.channel import errno_of, open_channel
 from bridgefs.client.dirbuf import DirBuffer, Record
 from bridgefs.client.lookups import LookupCounts
 from bridgefs.client.rpcstats import RpcStats, method_name
+from bridgefs.client.writes import PendingWrite, WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW, Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr,
     StatFs,
@@ -38,6 +42,9 @@ REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch", "node-io")
 EPOCH_SHIFT = 40
 HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
+# FUSE_WRITE_CACHE: the kernel writes back its own dirty pages (mmap, writeback cache); it does
+# so asynchronously already, and records the answer's error for fsync itself.
+_WRITE_CACHE = 1 << 0
 LISTDIR_BATCH = 4096
 # Records of subdirectories one listing brings along while caches are long: a walk of a tree
 # costs a round trip per this many records instead of one per directory.
@@ -52,6 +59,11 @@ class RemoteFileSystem(FileSystem):
     ``read_only`` refuses every mutation locally with EROFS (a read-only share does so anyway).
     ``timeout`` bounds every call; ``slow_timeout`` bounds fsync, syncfs, fallocate and
     copy_file_range.  The constructor connects and handshakes (raising FsError on failure)."""
+
+    # Whether files are opened here, so that the kernel sends FLUSH on every close.  Writes are
+    # answered before the server has them only then: a close waits for them there and reports
+    # their failure.  A subclass answering OPEN and FLUSH with ENOSYS (no-open mode) sets False.
+    opens = True
 
     def __init__(self, address: str, share: str, *, entry_timeout: float = 1.0,
                  attr_timeout: float = 1.0, negative_timeout: float = 0.0, uid: int | None = None,
@@ -96,6 +108,12 @@ class RemoteFileSystem(FileSystem):
         self.root_attr = self._attr(hello.root.attr)
         self.max_nodes = hello.max_nodes  # 0: the server did not say
         self._metadata = ((SESSION_KEY, hello.session),)
+        self._writes = WriteBehind()
+        # Calls that need not wait for queued writes: nothing they read or change is something
+        # a write changes (the security.capability a host write drops was removed through the
+        # mount before the kernel sent that write).
+        self._unordered = frozenset((self._stub.Write, self._stub.GetXattr, self._stub.ListXattr,
+                                     self._stub.Ping))
         self._counts = LookupCounts(self._send_forget, self._send_ping,
                                     ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
         self._counts.start()
@@ -180,6 +198,8 @@ class RemoteFileSystem(FileSystem):
             return True
 
     def _call(self, rpc, request, timeout: float | None = None):
+        if self._writes.busy and rpc not in self._unordered:
+            self._writes.drain()  # whatever this asks or changes comes after the writes answered
         started = time.perf_counter_ns()
         try:
             reply = rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
@@ -263,6 +283,7 @@ class RemoteFileSystem(FileSystem):
             self._closed = True
         try:
             self._counts.close()  # queued forgets are moot: Goodbye releases every handle
+            self._writes.close()
             self._call(self._stub.Goodbye, pb.Empty(), timeout=min(self.timeout, 5.0))
         except FsError as exc:
             log.debug("goodbye failed: %s", exc)
@@ -429,28 +450,70 @@ class RemoteFileSystem(FileSystem):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def write(self, ctx, ino, fh, offset, data, flags) -> int:
+        """Queued and answered at once (see writes.py): a failure is raised by the next write,
+        flush or fsync of ``fh``.  Writes wait for the server's answer when no FLUSH will come
+        (no-open mode), and for the kernel's own dirty pages (it tracks their errors itself)."""
         self._writable()
         self._stamps.pop(ino, None)
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            chunk = bytes(view[done:done + self.max_io])
-            written = self._call(self._stub.Write, pb.WriteRequest(
-                handle=self._h(ino), fh=fh, offset=offset + done, data=chunk, flags=flags)).written
-            done += written
-            if written < len(chunk):
-                break
-        return done
+        if not isinstance(data, bytes):
+            data = bytes(data)  # it may wait in a queue: a buffer the caller reuses would change
+        handle = self._h(ino)
+        if flags & _WRITE_CACHE or not self.opens:
+            done = 0
+            while done < len(data):
+                chunk = data[done:done + self.max_io] if len(data) > self.max_io else data
+                written = self._send_write(self.epoch, handle, fh, offset + done, chunk, flags)
+                done += written
+                if written < len(chunk):
+                    break
+            return done
+        key = (self.epoch, fh, handle)  # fh 0 (no open): errors go to the node
+        for start in range(0, len(data), self.max_io):
+            chunk = data[start:start + self.max_io] if len(data) > self.max_io else data
+            self._writes.submit(PendingWrite(
+                key, handle, offset + start, chunk,
+                functools.partial(self._send_write, self.epoch, handle, fh, offset + start, chunk,
+                                  flags)))
+        return len(data)
+
+    def _send_write(self, epoch: int, handle: int, fh: int, offset: int, data: bytes,
+                    flags: int) -> int:
+        if epoch != self.epoch:
+            raise FsError(errno.EBADF)  # an open file of a session the server lost
+        return self._call(self._stub.Write, pb.WriteRequest(
+            handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written
+
+    def _deferred_error(self, ino: int, fh: int) -> int | None:
+        """After a drain: the error of a queued write to ``fh`` not reported yet."""
+        self._writes.drain()
+        return self._writes.take_error((self.epoch, fh, self._h(ino)))
 
     def flush(self, ctx, ino, fh, lock_owner) -> None:
-        self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh, lock_owner=lock_owner))
+        err = self._deferred_error(ino, fh)
+        try:
+            self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh,
+                                                        lock_owner=lock_owner))
+        except FsError:
+            if not err:
+                raise
+        if err:
+            raise FsError(err)  # close() reports a write that was answered before it failed
+
 
     def release(self, ctx, ino, fh, flags) -> None:
         self._call(self._stub.Release, pb.FileRequest(handle=self._h(ino), fh=fh))
 
     def fsync(self, ctx, ino, fh, datasync) -> None:
-        self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
-                   self.slow_timeout)
+        err = self._deferred_error(ino, fh)
+        try:
+            self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh,
+                                                         datasync=datasync), self.slow_timeout)
+        except FsError:
+            if not err:
+                raise
+        if err:
+            raise FsError(err)
+
 
     def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
         self._writable()
