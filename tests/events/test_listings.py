@@ -77,3 +77,22 @@ def test_a_listing_fetched_ahead_is_not_served_after_a_change_through_the_mount(
     (sub / "made-here").write_text("x")
     os.unlink(sub / "f1.txt")
     assert sorted(os.listdir(sub)) == ["f0.txt", "f2.txt", "made-here"]
+
+
+def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_share):
+    host, mnt = watched_share
+    _host_tree(host, top=2, sub=2, files=3)
+    wait_settled(mnt, quiet=2)
+    _forget_kernel_names()
+    assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings the listings below along
+    _stats(mnt, reset=True)
+    assert os.stat(mnt / "d0" / "e1" / "f2.txt").st_size == 2
+    assert not os.path.exists(mnt / "d1" / "e0" / "missing.js")  # as an autoloader probes
+    rpc = _stats(mnt)["rpc"]
+    assert "Lookup" not in rpc, rpc
+    # a name that appears on the host afterwards is found, though the listing lacked it
+    (host / "d1" / "e1" / "late.js").write_text("x")
+    wait_settled(mnt, quiet=1)
+    assert os.path.exists(mnt / "d1" / "e1" / "late.js")
+    (mnt / "d0" / "e0" / "made-here.js").write_text("y")  # and one made through the mount
+    assert (mnt / "d0" / "e0" / "made-here.js").read_text() == "y"

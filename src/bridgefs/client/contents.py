@@ -13,8 +13,6 @@ from __future__ import annotations
 import stat
 import threading
 from collections import OrderedDict
-from typing import Callable
-
 from bridgefs.fuse.filesystem import Attr
 
 SMALL_FILE = 64 << 10  # files up to this size are fetched ahead
@@ -38,12 +36,13 @@ class FilesAhead:
         self._kept: OrderedDict[int, tuple[tuple, bytes]] = OrderedDict()
         self._bytes = 0
         self._keep_bytes = keep_bytes
-        self._dirs: OrderedDict[int, dict[int, None]] = OrderedDict()  # dir -> small files
+        self._dirs: OrderedDict[int, dict[int, Attr]] = OrderedDict()  # dir -> small files
         self._paged: set[int] = set()  # read by the kernel since it last dropped its pages
 
     # --- what the directories hold (from listings handed to the kernel) ------------------------
-    def listing(self, dir_ino: int, restart: bool) -> dict[int, None]:
-        """The small files recorded for ``dir_ino``, started afresh for a listing from cookie 0."""
+    def listing(self, dir_ino: int, restart: bool) -> dict[int, Attr]:
+        """The small files recorded for ``dir_ino`` (node -> attributes as listed), started
+        afresh for a listing from cookie 0."""
         with self._lock:
             files = None if restart else self._dirs.get(dir_ino)
             if files is None:
@@ -52,22 +51,21 @@ class FilesAhead:
                     self._dirs.popitem(last=False)
             return files
 
-    def plan(self, ino: int, parent: int | None, attr_of: Callable[[int], Attr | None]) -> list[int]:
+    def plan(self, ino: int, parent: int | None) -> list[int]:
         """The files to read along with ``ino``: the small ones listed after it in its directory,
         then those before it, that the kernel has not read yet; [] when there are none."""
         with self._lock:
-            siblings = list(self._dirs.get(parent, ())) if parent is not None else []
+            listed = dict(self._dirs.get(parent, ())) if parent is not None else {}
             paged, kept = set(self._paged), set(self._kept)
-        if ino not in siblings:
+        siblings = list(listed)
+        if ino not in listed:
             return []
         at = siblings.index(ino)
-        picks, total = [ino], attr_of(ino).size
+        picks, total = [ino], listed[ino].size
         for other in siblings[at + 1:] + siblings[:at]:
             if other in paged or other in kept:
                 continue
-            attr = attr_of(other)
-            if not is_small_file(attr):
-                continue
+            attr = listed[other]
             if total + attr.size > BATCH_BYTES or len(picks) >= BATCH_FILES:
                 break
             picks.append(other)

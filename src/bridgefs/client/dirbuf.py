@@ -38,6 +38,9 @@ class DirBuffer:
         self._end: int | None = None  # cookie after the last record, when the server said eof
         self._fetched = 0.0
         self._plus_ttl = plus_ttl
+        # Records kept as fetched ahead and untouched since: only those may answer lookups (a
+        # listing fetched across a change of the directory is never kept as such).
+        self._ahead = False
 
     def take(self, cookie: int, plus: bool) -> tuple[list[Record], bool, float, list[int]]:
         """(records from ``cookie`` on, whether the server said eof after them, when they were
@@ -45,6 +48,7 @@ class DirBuffer:
         with self._lock:
             records, self._records = self._records, []
             eof, end, fetched, same_kind = self._eof, self._end, self._fetched, self._plus == plus
+            self._ahead = False
         ttl = self._plus_ttl() if callable(self._plus_ttl) else self._plus_ttl
         fresh = not plus or time.monotonic() - fetched <= ttl
         if same_kind and eof and cookie == end:
@@ -55,12 +59,13 @@ class DirBuffer:
         return [], False, 0.0, _uncounted(records)
 
     def keep(self, records: list[Record], plus: bool, eof: bool, end: int,
-             fetched: float) -> list[int]:
-        """Store leftovers (``end``: the cookie after the last record fetched); returns handles of
-        anything it displaced, to give back."""
+             fetched: float, ahead: bool = False) -> list[int]:
+        """Store leftovers (``end``: the cookie after the last record fetched; ``ahead``: a
+        whole listing fetched ahead); returns handles of anything it displaced, to give back."""
         with self._lock:
             old, self._records = self._records, records
             self._plus, self._eof, self._end, self._fetched = plus, eof, end, fetched
+            self._ahead = ahead
         return _uncounted(old)
 
     def iterate(self, offset: int, plus: bool,
@@ -96,6 +101,28 @@ class DirBuffer:
             end = records[-1].entry.offset if records else cookie
             give_back(self.keep(records[max(i - 1, 0):], plus, eof, end, fetched))
 
+    def take_entry(self, name: bytes) -> tuple[Record | None, bool]:
+        """For a lookup of ``name``: (its record, now holding the entry and the reference that
+        came with it, which the kept record no longer carries; whether the kept records are the
+        whole listing, fresh enough to say that a name missing from them does not exist)."""
+        with self._lock:
+            ttl = self._plus_ttl() if callable(self._plus_ttl) else self._plus_ttl
+            if not self._ahead or time.monotonic() - self._fetched > ttl:
+                return None, False
+            whole = bool(self._records) and self._records[0].start == 0 and self._eof
+            for rec in self._records:
+                if rec.entry.name != name:
+                    continue
+                if not rec.handle or rec.counted or rec.entry.entry is None:
+                    return None, False  # handed out already: the server says what it is now
+                taken = Record(rec.start, rec.entry, rec.handle)
+                # A later listing hands the name out without an entry: the kernel has it.
+                rec.entry = DirEntry(rec.entry.name, rec.entry.ino, rec.entry.dtype,
+                                     rec.entry.offset)
+                rec.handle = 0
+                return taken, whole
+            return None, whole
+
     def drop_start(self) -> list[int]:
         """Forget records a new listing (from cookie 0) would be answered with: the directory
         changed.  A listing already under way goes on from what it was given, as from an open
@@ -104,7 +131,7 @@ class DirBuffer:
             if not self._records or self._records[0].start != 0:
                 return []
             old, self._records = self._records, []
-            self._eof, self._end = False, None
+            self._eof, self._end, self._ahead = False, None, False
         return _uncounted(old)
 
     def clear(self) -> list[int]:

@@ -86,6 +86,9 @@ class RemoteFileSystem(FileSystem):
         self._resume_lock = threading.Lock()
         self._conn = open_channel(address)
         self._stub = pb_grpc.FilesStub(self._conn.channel)
+        self._name_changes = frozenset((
+            self._stub.MkNod, self._stub.MkDir, self._stub.Symlink, self._stub.Link,
+            self._stub.Unlink, self._stub.RmDir, self._stub.Rename, self._stub.Create))
         self._metadata: tuple = ()
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._dirs: dict[int, DirBuffer] = {}
@@ -206,6 +209,13 @@ class RemoteFileSystem(FileSystem):
         except grpc.RpcError as exc:
             self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
             raise FsError(errno_of(exc)) from None
+        finally:
+            if rpc in self._name_changes:
+                # Once the server has made it (or refused it), a listing kept for the directory,
+                # even one fetched while the change was on its way, tells the old names.
+                for field in ("parent", "new_parent"):
+                    if getattr(request, field, 0):
+                        self.drop_listing(self._n(getattr(request, field)))
         self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
         self._counts.touch()
         if reply.errno:
@@ -308,42 +318,34 @@ class RemoteFileSystem(FileSystem):
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         self._writable()
-        self.drop_listing(parent)
         return self._entry(self._call(self._stub.MkNod, pb.MkNodRequest(
             parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
 
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         self._writable()
-        self.drop_listing(parent)
         return self._entry(self._call(self._stub.MkDir, pb.MkDirRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         self._writable()
-        self.drop_listing(parent)
         return self._entry(self._call(self._stub.Symlink, pb.SymlinkRequest(
             parent=self._h(parent), name=name, target=target)).entry)
 
     def link(self, ctx, ino, new_parent, new_name) -> Entry:
         self._writable()
-        self.drop_listing(new_parent)
         return self._entry(self._call(self._stub.Link, pb.LinkRequest(
             handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
 
     def unlink(self, ctx, parent, name) -> None:
         self._writable()
-        self.drop_listing(parent)
         self._call(self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rmdir(self, ctx, parent, name) -> None:
         self._writable()
-        self.drop_listing(parent)
         self._call(self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         self._writable()
-        self.drop_listing(parent)
-        self.drop_listing(new_parent)
         self._call(self._stub.Rename, pb.RenameRequest(
             parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name, flags=flags))
 
@@ -430,7 +432,6 @@ class RemoteFileSystem(FileSystem):
 
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         self._writable()
-        self.drop_listing(parent)
         reply = self._call(self._stub.Create, pb.CreateRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask, flags=flags))
         self._stamps.pop(self._n(reply.entry.handle), None)
@@ -558,6 +559,21 @@ class RemoteFileSystem(FileSystem):
             buf = self._node_dirs.setdefault(ino, DirBuffer(lambda: self.mode.attr_timeout))
         return buf
 
+    def lookup_listed(self, parent: int, name: bytes) -> Entry | None:
+        """A lookup answered from a listing kept for ``parent`` (one fetched ahead, mostly):
+        the entry; an absent entry (ino 0) when the listing is whole and lacks the name; None
+        when it cannot say."""
+        buf = self._node_dirs.get(parent)
+        if buf is None or name in (b".", b".."):
+            return None
+        record, whole = buf.take_entry(name)
+        if record is not None:
+            self._counts.received(record.handle)
+            return record.entry.entry
+        if whole:
+            return Entry(ino=0, attr=None, entry_timeout=self.negative_timeout)
+        return None
+
     def drop_listing(self, ino: int) -> None:
         """Directory ``ino`` changed: what is kept of its listing may not start a new one."""
         with self._listing_lock:
@@ -617,8 +633,13 @@ class RemoteFileSystem(FileSystem):
                 buf = self._node_dirs.get(ino)
                 if buf is None:
                     buf = self._node_dirs[ino] = DirBuffer(lambda: self.mode.attr_timeout)
-                dropped.extend(buf.keep(records, True, True, records[-1].entry.offset, now))
+                dropped.extend(buf.keep(records, True, True, records[-1].entry.offset, now,
+                                        ahead=True))
+                self._listed_ahead(ino, records)
         self._give_back(dropped)
+
+    def _listed_ahead(self, ino: int, records: list[Record]) -> None:
+        """The listing of directory ``ino`` arrived ahead of the kernel's asking for it."""
 
     def _give_back(self, handles: list[int]) -> None:
         for handle in handles:

@@ -173,6 +173,10 @@ class WatchedFileSystem(RemoteFileSystem):
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.lookup(parent, name,
                                                                   self._forward_lookup))
+        if self.mode.cache_listings:
+            entry = self.lookup_listed(parent, name)  # no round trip: a listing has the answer
+            if entry is not None:
+                return self._named(parent, name, entry)
         return self._named(parent, name, super().lookup(ctx, parent, name))
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
@@ -244,8 +248,15 @@ class WatchedFileSystem(RemoteFileSystem):
                 self.names.add(ino, record.name, entry.ino)
                 self._keep_attr(entry.ino, entry.attr)
                 if is_small_file(entry.attr):
-                    small_files[entry.ino] = None
+                    small_files[entry.ino] = entry.attr
             yield record
+
+    def _listed_ahead(self, ino: int, records) -> None:
+        small_files = self.ahead.listing(ino, restart=True)
+        for record in records:
+            entry = record.entry.entry
+            if entry is not None and is_small_file(entry.attr):
+                small_files[entry.ino] = entry.attr
 
     # --- reads -------------------------------------------------------------------------------------
     def read(self, ctx, ino, fh, offset, size) -> bytes:
@@ -262,7 +273,7 @@ class WatchedFileSystem(RemoteFileSystem):
         """Read ``ino`` together with the small files of its directory the kernel has not
         read yet; None when there is nothing to read along (then a plain read follows)."""
         where = self.names.names_of(ino)
-        picks = self.ahead.plan(ino, where[0][0] if where else None, self.attrs.get)
+        picks = self.ahead.plan(ino, where[0][0] if where else None)
         if not picks:
             return None
         try:

@@ -29,6 +29,7 @@ CAPABILITIES = (
     "copy-file-range",
     "forget-batch",
     "node-io",  # fh 0 in I/O requests addresses the node itself; ListDir
+    "release-batch",  # Release takes more_fhs
 )
 
 ROOT_HANDLE = 1

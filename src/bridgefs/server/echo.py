@@ -36,6 +36,7 @@ from bridgefs.rpc import pb
 
 TTL = 120.0
 LIMIT = 1 << 16
+STAMPS = 4
 
 CREATED, DELETED, MOVED = pb.Change.CREATED, pb.Change.DELETED, pb.Change.MOVED
 _ADD = frozenset((CREATED,))
@@ -67,10 +68,13 @@ class Probe:
 
 
 class _Node:
-    __slots__ = ("pending", "stamp", "expires")
+    # The last few stamps this session left the node with: the watcher stats a node some time
+    # before it asks, so a change can be looked at with the stamp of one of the session's
+    # earlier changes while the next one already ended.  A host's change never has one of them.
+    __slots__ = ("pending", "stamps", "expires")
 
     def __init__(self):
-        self.pending, self.stamp, self.expires = 0, None, 0.0
+        self.pending, self.stamps, self.expires = 0, (), 0.0
 
 
 class _Expect:
@@ -243,8 +247,8 @@ class EchoLog:
             rec = self._get(self._nodes, key, _Node)
             if counted and rec.pending:
                 rec.pending -= 1
-            if stamp is not None:
-                rec.stamp = stamp
+            if stamp is not None and stamp not in rec.stamps:
+                rec.stamps = (*rec.stamps[-(STAMPS - 1):], stamp)
             rec.expires = self.clock() + self.ttl
 
     # --- matching: the watcher asks once per change and session -------------------------------
@@ -273,7 +277,7 @@ class EchoLog:
             key, stamp = probe.node
             rec = self._nodes.get(key)
             return rec is not None and (rec.pending > 0 or (rec.expires >= now
-                                                            and rec.stamp == stamp))
+                                                            and stamp in rec.stamps))
 
     def _made_here(self, item: _Expect, node) -> bool:
         """Whether the node a CREATED finds under the name (None: nothing any more, which
@@ -285,7 +289,7 @@ class EchoLog:
         if item.node != key:
             return False
         rec = self._nodes.get(key)
-        return rec is None or rec.pending > 0 or rec.stamp == stamp
+        return rec is None or rec.pending > 0 or stamp in rec.stamps
 
     def _use(self, key: tuple, kind: int, node, now: float) -> bool:
         """Use up one expectation of ``kind`` (the oldest): the next change of this name is

@@ -277,6 +277,7 @@ class LocalFs:
         return self.files.add(fd, "file", handle), st
 
     def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int):
+        """(handle, stat, fh, whether the file was made rather than an existing one opened)"""
         self._writable("create")
         self.files.check_room()
         perm = mode & 0o7777 & ~umask
@@ -296,7 +297,7 @@ class LocalFs:
         except OSError:
             self.nodes.forget(handle, 1)
             raise
-        return handle, st, fh
+        return handle, st, fh, created
 
     def read_node(self, handle: int, offset: int, size: int) -> bytes:
         """A read without an open: the node is opened for this read alone.  Spares a client

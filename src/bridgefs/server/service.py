@@ -40,6 +40,16 @@ def _entry_reply(result) -> pb.EntryReply:
     return pb.EntryReply(entry=entry_of(*result))
 
 
+def _changed_dir(fs, parent: int, reply):
+    """``reply`` with the attributes of directory ``parent`` after a change of its names: the
+    client's kernel drops them at every such change and would ask for them right away."""
+    try:
+        reply.parent.CopyFrom(attr_of(fs.getattr(parent, None)))
+    except OSError:
+        pass  # the change is done; the client asks for them itself
+    return reply
+
+
 _OK = pb.Status()
 
 
@@ -160,26 +170,32 @@ class FilesService(pb_grpc.FilesServicer):
                          lambda fs: _entry_reply(fs.lookup(r.parent, r.name)))
 
     def MkNod(self, r, context):
-        return self._run(context, pb.EntryReply, "mknod",
-                         lambda fs: _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask)))
+        return self._run(context, pb.EntryReply, "mknod", lambda fs: _changed_dir(
+            fs, r.parent, _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask))))
 
     def MkDir(self, r, context):
-        return self._run(context, pb.EntryReply, "mkdir",
-                         lambda fs: _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask)))
+        return self._run(context, pb.EntryReply, "mkdir", lambda fs: _changed_dir(
+            fs, r.parent, _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask))))
 
     def Symlink(self, r, context):
-        return self._run(context, pb.EntryReply, "symlink",
-                         lambda fs: _entry_reply(fs.symlink(r.parent, r.name, r.target)))
+        return self._run(context, pb.EntryReply, "symlink", lambda fs: _changed_dir(
+            fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target))))
 
     def Link(self, r, context):
-        return self._run(context, pb.EntryReply, "link",
-                         lambda fs: _entry_reply(fs.link(r.handle, r.new_parent, r.new_name)))
+        return self._run(context, pb.EntryReply, "link", lambda fs: _changed_dir(
+            fs, r.new_parent, _entry_reply(fs.link(r.handle, r.new_parent, r.new_name))))
 
     def Unlink(self, r, context):
-        return self._run(context, pb.Status, "unlink", lambda fs: fs.unlink(r.parent, r.name) or _OK)
+        def do_unlink(fs):
+            fs.unlink(r.parent, r.name)
+            return _changed_dir(fs, r.parent, pb.Status())
+        return self._run(context, pb.Status, "unlink", do_unlink)
 
     def RmDir(self, r, context):
-        return self._run(context, pb.Status, "rmdir", lambda fs: fs.rmdir(r.parent, r.name) or _OK)
+        def do_rmdir(fs):
+            fs.rmdir(r.parent, r.name)
+            return _changed_dir(fs, r.parent, pb.Status())
+        return self._run(context, pb.Status, "rmdir", do_rmdir)
 
     def Rename(self, r, context):
         return self._run(context, pb.Status, "rename", lambda fs: fs.rename(
@@ -245,8 +261,9 @@ class FilesService(pb_grpc.FilesServicer):
 
     def Create(self, r, context):
         def do_create(fs):
-            handle, st, fh = fs.create(r.parent, r.name, r.mode, r.umask, r.flags)
-            return pb.CreateReply(entry=entry_of(handle, st), fh=fh)
+            handle, st, fh, created = fs.create(r.parent, r.name, r.mode, r.umask, r.flags)
+            return _changed_dir(fs, r.parent,
+                                pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created))
         return self._run(context, pb.CreateReply, "create", do_create)
 
     def Read(self, r, context):
@@ -273,7 +290,17 @@ class FilesService(pb_grpc.FilesServicer):
         return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh) or _OK)
 
     def Release(self, r, context):
-        return self._run(context, pb.Status, "release", lambda fs: fs.release(r.fh) or _OK)
+        def do_release(fs):
+            failed = None
+            for fh in (r.fh, *r.more_fhs):  # each one, whatever became of the others
+                try:
+                    fs.release(fh)
+                except OSError as exc:
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
+            return _OK
+        return self._run(context, pb.Status, "release", do_release)
 
     def Fsync(self, r, context):
         return self._run(context, pb.Status, "fsync",

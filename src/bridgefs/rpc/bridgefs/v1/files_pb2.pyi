@@ -12,10 +12,12 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("errno",)
+    __slots__ = ("errno", "parent")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     errno: int
-    def __init__(self, errno: _Optional[int] = ...) -> None: ...
+    parent: Attr
+    def __init__(self, errno: _Optional[int] = ..., parent: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class Attr(_message.Message):
     __slots__ = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "blocks", "atime_ns", "mtime_ns", "ctime_ns", "blksize")
@@ -54,12 +56,14 @@ class Entry(_message.Message):
     def __init__(self, handle: _Optional[int] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class EntryReply(_message.Message):
-    __slots__ = ("errno", "entry")
+    __slots__ = ("errno", "entry", "parent")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     errno: int
     entry: Entry
-    def __init__(self, errno: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
+    parent: Attr
+    def __init__(self, errno: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., parent: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class AttrReply(_message.Message):
     __slots__ = ("errno", "attr")
@@ -84,14 +88,16 @@ class NameRequest(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
 
 class FileRequest(_message.Message):
-    __slots__ = ("handle", "fh", "lock_owner")
+    __slots__ = ("handle", "fh", "lock_owner", "more_fhs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     FH_FIELD_NUMBER: _ClassVar[int]
     LOCK_OWNER_FIELD_NUMBER: _ClassVar[int]
+    MORE_FHS_FIELD_NUMBER: _ClassVar[int]
     handle: int
     fh: int
     lock_owner: int
-    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., lock_owner: _Optional[int] = ...) -> None: ...
+    more_fhs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., lock_owner: _Optional[int] = ..., more_fhs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HandshakeRequest(_message.Message):
     __slots__ = ("protocol_version", "share", "required_capabilities", "client_name")
@@ -344,14 +350,18 @@ class CreateRequest(_message.Message):
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
 
 class CreateReply(_message.Message):
-    __slots__ = ("errno", "entry", "fh")
+    __slots__ = ("errno", "entry", "fh", "parent", "created")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     FH_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     errno: int
     entry: Entry
     fh: int
-    def __init__(self, errno: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., fh: _Optional[int] = ...) -> None: ...
+    parent: Attr
+    created: bool
+    def __init__(self, errno: _Optional[int] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., fh: _Optional[int] = ..., parent: _Optional[_Union[Attr, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
     __slots__ = ("handle", "fh", "offset", "size")
