@@ -72,3 +72,48 @@ def test_listdir_continues_at_a_cookie(tree, client):
     assert not any(e.HasField("entry") for e in rest.entries)  # plus was not asked
     plus = client.ListDir(handle=d, plus=True, max_entries=1000)
     assert all(e.entry.handle for e in plus.entries if e.name not in (b".", b".."))
+
+
+def test_listdir_brings_whole_subdirectories_within_its_budget(tree, client):
+    share, _ = tree
+    for a in range(3):
+        for b in range(3):
+            d = share / f"a{a}" / f"b{b}"
+            d.mkdir(parents=True)
+            (d / "f").write_bytes(b"x")
+    reply = client.ListDir(handle=1, plus=True, subtree_records=10_000)
+    below = {sub.handle: sorted(e.name for e in sub.entries) for sub in reply.below}
+    assert len(below) == 1 + 3 + 9  # dir, a0..a2, their b0..b2
+    assert all(names in ([b".", b"..", b"nested"], [b".", b"..", b"b0", b"b1", b"b2"],
+                         [b".", b"..", b"f"]) for names in below.values())
+    small = client.ListDir(handle=1, plus=True, subtree_records=8)
+    assert 0 < len(small.below) < len(reply.below)
+    assert sum(len(sub.entries) for sub in small.below) <= 8
+
+
+def test_listdir_subtree_stays_within_one_message(tree, client):
+    share, _ = tree
+    for i in range(40):
+        d = share / f"d{i:02}"
+        d.mkdir()
+        for j in range(250):
+            (d / (f"{j:03}-" + "n" * 240)).write_bytes(b"")
+    reply = client.ListDir(handle=1, plus=True, subtree_records=100_000)
+    assert reply.errno == 0
+    assert 0 < len(reply.below) < 41
+    assert reply.ByteSize() <= (1 << 20) + (64 << 10)
+
+
+def test_read_files_reads_small_regular_files_and_says_why_not_the_others(tree, client):
+    share, _ = tree
+    (share / "big").write_bytes(b"b" * 5000)
+    os.mkfifo(share / "fifo")
+    handles = [client.handle(1, name) for name in (b"file", b"big", b"fifo", b"dir")]
+    reply = client.ReadFiles(handles=handles + [987654], max_file_size=4096, max_total=1 << 20)
+    by = [(f.errno, f.data) for f in reply.files]
+    assert by[0] == (0, b"inside\n") and reply.files[0].attr.size == 7
+    assert by[1][0] == errno.EFBIG
+    assert by[2][0] == by[3][0] == errno.EINVAL  # a FIFO is never opened; a directory is no file
+    assert by[4][0] == errno.ESTALE
+    budget = client.ReadFiles(handles=[handles[0]] * 10, max_file_size=4096, max_total=20)
+    assert [f.data for f in budget.files] == [b"inside\n"] * 2  # the third would pass 20 bytes

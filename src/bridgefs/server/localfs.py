@@ -25,6 +25,7 @@ MAX_READDIR = 1024
 # A handle-less listing answers a whole directory of ordinary size in one call.
 MAX_LISTDIR = 4096
 MAX_SUBTREE = 8192  # records of the subdirectories one ListDir may add
+MAX_READ_FILES = 1024  # files one ReadFiles reads at most
 _RENAME_FLAGS = syscalls.RENAME_NOREPLACE | syscalls.RENAME_EXCHANGE | syscalls.RENAME_WHITEOUT
 
 
@@ -315,8 +316,9 @@ class LocalFs:
         """[(handle, errno, data, stat)] of whole small regular files, in order, until
         ``max_total`` bytes would be passed."""
         max_file_size = min(max_file_size, MAX_IO)
+        max_total = min(max_total, MAX_IO)  # the reply stays within one message
         out, total = [], 0
-        for handle in handles:
+        for handle in handles[:MAX_READ_FILES]:
             try:
                 with self.nodes.use(handle) as node_fd:
                     st = os.fstat(node_fd)
@@ -446,6 +448,7 @@ class LocalFs:
         if not (plus and eof and subtree > 0):
             return records, eof, below
         budget = min(subtree, MAX_SUBTREE)
+        room = MAX_IO - _size_of(records)  # the reply stays within one message
         queue = [r[4][0] for r in records if _is_dir_entry(r)]
         while queue and budget > 0:
             sub = queue.pop(0)
@@ -453,11 +456,13 @@ class LocalFs:
                 sub_records, sub_eof = self.listdir(sub, 0, True, budget)
             except OSError:
                 continue  # gone or unreadable since: its own listing will say why
-            if not sub_eof:  # does not fit whole: hand its references back and stop there
+            size = _size_of(sub_records)
+            if not sub_eof or size > room:  # does not fit: hand its references back, stop
                 self.forget([(r[4][0], 1) for r in sub_records if r[4] is not None])
                 break
             below.append((sub, sub_records))
             budget -= len(sub_records)
+            room -= size
             queue.extend(r[4][0] for r in sub_records if _is_dir_entry(r))
         return records, eof, below
 
@@ -506,6 +511,11 @@ class LocalFs:
 
     def releasedir(self, fh: int) -> None:
         self.files.release(fh, "dir")
+
+
+def _size_of(records) -> int:
+    """About what ``records`` take in a reply (a record with attributes is ~120 bytes + name)."""
+    return sum(len(r[1]) + 128 for r in records)
 
 
 def _is_dir_entry(record) -> bool:
