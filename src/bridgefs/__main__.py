@@ -14,7 +14,8 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--writeback-cache", action="store_true",
-                   help="let the kernel gather writes in its page cache")
+                   help="let the kernel gather writes in its page cache (it then trusts its own "
+                        "size and mtime of cached files over the host's: not with --no-events)")
 
 
 def _add_remote_options(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,10 @@ def _fuse_config(args: argparse.Namespace):
     from .fuse.negotiate import Tuning
 
     options = MountOptions(allow_other=args.allow_other, read_only=args.read_only)
+    if args.writeback_cache and getattr(args, "no_events", False):
+        logging.getLogger("bridgefs").warning(
+            "--writeback-cache with --no-events: files the host changes keep the size and mtime "
+            "the VM last had for them")
     return options, Tuning(writeback_cache=args.writeback_cache)
 
 

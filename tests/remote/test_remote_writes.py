@@ -21,7 +21,7 @@ import subprocess
 import pytest
 
 from mounting import bridgefs_server, remote_mount
-from remotekit import wait_events_flowing
+from remotekit import poll, wait_events_flowing
 
 MODES = {
     "events": [],
@@ -165,3 +165,26 @@ def test_a_failed_write_is_reported_by_fsync(full_share, size, piece):
     call, err = failures[0]
     assert call in ("write", "fsync"), failures  # not left for close to tell
     assert err in (errno.ENOSPC, errno.EFBIG), failures
+
+
+WRITEBACK_STALE_SIZE = (
+    "with --writeback-cache the kernel trusts its own size and mtime of a cached file over the "
+    "server's (fs/fuse: fuse_get_cache_mask); without events nothing tells it the host appended, "
+    "so the VM keeps the old size (the README says not to combine the two)")
+
+
+@pytest.mark.parametrize("extra", [
+    pytest.param(["--writeback-cache"], id="events"),
+    pytest.param(["--writeback-cache", "--no-events"], id="no-events",
+                 marks=pytest.mark.xfail(strict=True, reason=WRITEBACK_STALE_SIZE)),
+])
+def test_writeback_cache_and_a_host_append(tmp_path, host_dir, extra):
+    (host_dir / "log").write_bytes(b"first line\n")
+    with _mounted(tmp_path, host_dir, extra) as mnt:
+        assert (mnt / "log").read_bytes() == b"first line\n"
+        with open(host_dir / "log", "ab") as f:
+            f.write(b"appended on the host\n")
+        want = b"first line\nappended on the host\n"
+        poll(lambda: os.stat(mnt / "log").st_size == len(want)
+             and (mnt / "log").read_bytes() == want,
+             timeout=5, what="the host's append seen in the VM")
