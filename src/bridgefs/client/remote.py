@@ -28,6 +28,7 @@ from bridgefs.client.cache_policy import CacheMode, short_mode
 from bridgefs.client.channel import errno_of, open_channel
 from bridgefs.client.dirbuf import DirBuffer, Record
 from bridgefs.client.lookups import LookupCounts
+from bridgefs.client.releases import ReleaseQueue
 from bridgefs.client.rpcstats import RpcStats, method_name
 from bridgefs.client.writes import PendingWrite, WriteBehind
 from bridgefs.fuse.filesystem import (
@@ -120,6 +121,8 @@ class RemoteFileSystem(FileSystem):
         self._counts = LookupCounts(self._send_forget, self._send_ping,
                                     ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
         self._counts.start()
+        self._releases = ReleaseQueue(self._send_releases) \
+            if "release-batch" in self.capabilities else None
 
     # --- plumbing -----------------------------------------------------------------------------
     def _handshake(self, client_name: str, connect_timeout: float):
@@ -196,6 +199,8 @@ class RemoteFileSystem(FileSystem):
             self._dirs.clear()
             self._node_dirs.clear()
             self._counts.reset()
+            if self._releases is not None:
+                self._releases.reset()
             log.warning("the server lost this client's session: attached again (session %d)",
                         self.epoch)
             return True
@@ -293,6 +298,8 @@ class RemoteFileSystem(FileSystem):
             self._closed = True
         try:
             self._counts.close()  # queued forgets are moot: Goodbye releases every handle
+            if self._releases is not None:
+                self._releases.close()  # so are queued releases: Goodbye closes every file
             self._writes.close()
             self._call(self._stub.Goodbye, pb.Empty(), timeout=min(self.timeout, 5.0))
         except FsError as exc:
@@ -316,33 +323,53 @@ class RemoteFileSystem(FileSystem):
             raise
         return self._entry(reply.entry)
 
+    # A change of a directory's names answers with the directory's attributes after it: the
+    # kernel drops them at every such change and would ask for them before the next lookup.
+    def _dir_changing(self, parent: int):
+        """A change of ``parent``'s names begins; returns what _dir_changed takes back."""
+        return None
+
+    def _dir_changed(self, parent: int, token, attr: Attr | None) -> None:
+        """It ended; ``attr``: the directory's attributes right after it, None if unknown."""
+
+    def _in_dir(self, parent: int, rpc, request):
+        token = self._dir_changing(parent)
+        attr = None
+        try:
+            reply = self._call(rpc, request)
+            if reply.HasField("parent"):
+                attr = self._attr(reply.parent)
+            return reply
+        finally:
+            self._dir_changed(parent, token, attr)
+
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         self._writable()
-        return self._entry(self._call(self._stub.MkNod, pb.MkNodRequest(
+        return self._entry(self._in_dir(parent, self._stub.MkNod, pb.MkNodRequest(
             parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
 
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         self._writable()
-        return self._entry(self._call(self._stub.MkDir, pb.MkDirRequest(
+        return self._entry(self._in_dir(parent, self._stub.MkDir, pb.MkDirRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         self._writable()
-        return self._entry(self._call(self._stub.Symlink, pb.SymlinkRequest(
+        return self._entry(self._in_dir(parent, self._stub.Symlink, pb.SymlinkRequest(
             parent=self._h(parent), name=name, target=target)).entry)
 
     def link(self, ctx, ino, new_parent, new_name) -> Entry:
         self._writable()
-        return self._entry(self._call(self._stub.Link, pb.LinkRequest(
+        return self._entry(self._in_dir(new_parent, self._stub.Link, pb.LinkRequest(
             handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
 
     def unlink(self, ctx, parent, name) -> None:
         self._writable()
-        self._call(self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
+        self._in_dir(parent, self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rmdir(self, ctx, parent, name) -> None:
         self._writable()
-        self._call(self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
+        self._in_dir(parent, self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         self._writable()
@@ -432,10 +459,24 @@ class RemoteFileSystem(FileSystem):
 
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         self._writable()
-        reply = self._call(self._stub.Create, pb.CreateRequest(
-            parent=self._h(parent), name=name, mode=mode, umask=umask, flags=flags))
-        self._stamps.pop(self._n(reply.entry.handle), None)
+        request = pb.CreateRequest(parent=self._h(parent), name=name, mode=mode, umask=umask,
+                                   flags=flags)
+        try:
+            reply = self._in_dir(parent, self._stub.Create, request)
+        except FsError as exc:
+            # Out of open files on the server while closed ones wait in the queue: send them.
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._releases:
+                raise
+            self._releases.flush()
+            reply = self._in_dir(parent, self._stub.Create, request)
+        ino = self._n(reply.entry.handle)
+        self._stamps.pop(ino, None)
+        if reply.created:
+            self._made_file(ino)
         return self._entry(reply.entry), Opened(fh=reply.fh)
+
+    def _made_file(self, ino: int) -> None:
+        """``ino`` is a file this client's create just made (it existed nowhere before)."""
 
     def read(self, ctx, ino, fh, offset, size) -> bytes:
         parts = []
@@ -502,7 +543,15 @@ class RemoteFileSystem(FileSystem):
 
 
     def release(self, ctx, ino, fh, flags) -> None:
-        self._call(self._stub.Release, pb.FileRequest(handle=self._h(ino), fh=fh))
+        if self._releases is not None:
+            self._releases.add(self._h(ino), fh)
+        else:
+            self._call(self._stub.Release, pb.FileRequest(handle=self._h(ino), fh=fh))
+
+    def _send_releases(self, batch: list[tuple[int, int]]) -> None:
+        (handle, fh), rest = batch[0], batch[1:]
+        self._call(self._stub.Release, pb.FileRequest(handle=handle, fh=fh,
+                                                      more_fhs=[f for _, f in rest]))
 
     def fsync(self, ctx, ino, fh, datasync) -> None:
         err = self._deferred_error(ino, fh)

@@ -45,6 +45,10 @@ class WatchedFileSystem(RemoteFileSystem):
         self.ahead = FilesAhead()
         self._statfs = None
         self._no_caps: set[int] = set()
+        # Directories whose names this client is changing: [changes in flight, changes begun].
+        self._dir_busy: dict[int, list[int]] = {}
+        self._dir_lock = threading.Lock()
+        self._attr_epoch = 0  # moves on whenever every remembered attribute is dropped
 
     # --- wiring to the session ------------------------------------------------------------------
     def attach(self, send_notification, mountpoint: str) -> None:
@@ -97,6 +101,7 @@ class WatchedFileSystem(RemoteFileSystem):
     def set_long_caches(self, on: bool) -> None:
         self.mode = self.long_mode if on else self.short_mode
         if not on:
+            self._attr_epoch += 1
             self.attrs.clear()
             self.drop_listings()
 
@@ -105,6 +110,10 @@ class WatchedFileSystem(RemoteFileSystem):
         self._notify(notify.inval_entry(parent, name))
 
     def invalidate_inode(self, ino: int, offset: int = 0) -> None:
+        with self._dir_lock:
+            busy = self._dir_busy.get(ino)
+            if busy:
+                busy[1] += 1  # what a change in flight brings back may predate this event
         self.attrs.pop(ino, None)
         self.ahead.forget(ino)
         self.drop_listing(ino)
@@ -112,6 +121,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
+        self._attr_epoch += 1
         self.attrs.clear()
         self.ahead.clear()
         self.drop_listings()
@@ -154,8 +164,34 @@ class WatchedFileSystem(RemoteFileSystem):
 
     # --- names (recorded for invalidation) -------------------------------------------------------
     def _created(self, parent: int, name: bytes, entry: Entry) -> Entry:
-        self._changed(parent)
-        return self._named(parent, name, entry)
+        return self._named(parent, name, entry)  # (the parent's attributes: _dir_changed)
+
+    def _dir_changing(self, parent: int):
+        with self._dir_lock:
+            busy = self._dir_busy.setdefault(parent, [0, 0])
+            alone = busy[0] == 0
+            busy[0] += 1
+            busy[1] += 1
+            return (busy[1], self._attr_epoch) if alone else None
+
+    def _dir_changed(self, parent: int, token, attr: Attr | None) -> None:
+        with self._dir_lock:
+            busy = self._dir_busy[parent]
+            busy[0] -= 1
+            if not busy[0]:
+                del self._dir_busy[parent]
+            # The attributes the server saw right after this change are the directory's now
+            # only if no other change of it, nor an event about it, overlapped this one.
+            keep = attr is not None and token == (busy[1], self._attr_epoch)
+            self.attrs.pop(parent, None)
+            if keep:
+                self._keep_attr(parent, attr)
+
+    def _made_file(self, ino: int) -> None:
+        # A new file has no security.capability (the kernel asks before every write) until
+        # this client sets one or an event says the host did.
+        if self.mode.trust_pages:
+            self._no_caps.add(ino)
 
     def _named(self, parent: int, name: bytes, entry: Entry) -> Entry:
         if entry.ino:
@@ -205,14 +241,18 @@ class WatchedFileSystem(RemoteFileSystem):
         return self._created(parent, name, entry), opened
 
     def unlink(self, ctx, parent, name) -> None:
-        if not self._replaying(ctx):
-            super().unlink(ctx, parent, name)
-        self._changed(parent, self.names.remove(parent, name) or 0)
+        if self._replaying(ctx):
+            self._changed(parent)
+        else:
+            super().unlink(ctx, parent, name)  # (the parent's attributes: _dir_changed)
+        self._changed(self.names.remove(parent, name) or 0)
 
     def rmdir(self, ctx, parent, name) -> None:
-        if not self._replaying(ctx):
+        if self._replaying(ctx):
+            self._changed(parent)
+        else:
             super().rmdir(ctx, parent, name)
-        self._changed(parent, self.names.remove(parent, name) or 0)
+        self._changed(self.names.remove(parent, name) or 0)
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         if not self._replaying(ctx):
