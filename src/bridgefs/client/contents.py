@@ -10,9 +10,12 @@ drops those attributes, and with them the content's use.
 
 from __future__ import annotations
 
+import logging
+import queue
 import stat
 import threading
 from collections import OrderedDict
+from typing import Callable
 from bridgefs.fuse.filesystem import Attr
 
 SMALL_FILE = 64 << 10  # files up to this size are fetched ahead
@@ -22,8 +25,15 @@ KEEP_BYTES = 32 << 20  # contents kept at most; the oldest go first
 KEEP_DIRS = 8192  # directories whose small files are remembered
 
 
+log = logging.getLogger("bridgefs.client")
+
+
 def _stamp(attr: Attr) -> tuple[int, int, int]:
     return (attr.size, attr.mtime_ns, attr.ctime_ns)
+
+
+def same_version(a: Attr | None, b: Attr | None) -> bool:
+    return a is not None and b is not None and _stamp(a) == _stamp(b)
 
 
 def is_small_file(attr: Attr | None) -> bool:
@@ -97,6 +107,14 @@ class FilesAhead:
                 self._bytes -= len(kept[1])
         return None if stale else kept[1][offset:offset + size]
 
+    def stored(self, ino: int) -> None:
+        """The content went into the kernel's page cache: nothing to keep for a READ."""
+        with self._lock:
+            self._paged.add(ino)
+            kept = self._kept.pop(ino, None)
+            if kept is not None:
+                self._bytes -= len(kept[1])
+
     def paged(self, ino: int) -> None:
         with self._lock:
             self._paged.add(ino)
@@ -114,3 +132,36 @@ class FilesAhead:
             self._kept.clear()
             self._bytes = 0
             self._paged.clear()
+
+
+class Pusher:
+    """Puts contents read ahead into the kernel's page cache (FUSE_NOTIFY_STORE) before a
+    program asks, so that reading them costs not even a READ request.  From a thread of its own:
+    a notification must never be written while answering a request the kernel may be waiting
+    on.  Contents it cannot push in time stay with FilesAhead for the READs."""
+
+    def __init__(self, push: Callable[[int, Attr, bytes], None], backlog: int = 64):
+        self._push = push
+        self._queue: queue.Queue = queue.Queue(maxsize=backlog)
+        self._thread = threading.Thread(target=self._run, name="bridgefs-pages", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[tuple[int, Attr, bytes]]) -> None:
+        try:
+            self._queue.put_nowait(items)
+        except queue.Full:
+            pass
+
+    def close(self) -> None:
+        try:
+            self._queue.put(None, timeout=1.0)
+        except queue.Full:
+            pass
+
+    def _run(self) -> None:
+        while (items := self._queue.get()) is not None:
+            for ino, attr, data in items:
+                try:
+                    self._push(ino, attr, data)
+                except Exception:  # a push is an optimisation: never let one stop the others
+                    log.exception("pushing pages of node %d failed", ino)

@@ -12,7 +12,9 @@ import time
 
 from bridgefs.client.cache_policy import long_mode
 from bridgefs.client.changes import ChangeStream
-from bridgefs.client.contents import BATCH_BYTES, SMALL_FILE, FilesAhead, is_small_file
+from bridgefs.client.contents import (
+    BATCH_BYTES, SMALL_FILE, FilesAhead, Pusher, is_small_file, same_version,
+)
 from bridgefs.client.names import NameTable
 from bridgefs.client.remote import EPOCH_SHIFT, RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
@@ -43,6 +45,7 @@ class WatchedFileSystem(RemoteFileSystem):
         # changes stream in (the kernel asks again after reads: it leaves atime to us).
         self.attrs: dict[int, Attr] = {}
         self.ahead = FilesAhead()
+        self.pusher: Pusher | None = None
         self._statfs = None
         self._no_caps: set[int] = set()
         # Directories whose names this client is changing: [changes in flight, changes begun].
@@ -63,6 +66,8 @@ class WatchedFileSystem(RemoteFileSystem):
             self.stream.start()
         if self.max_nodes:
             threading.Thread(target=self._trim_loop, name="bridgefs-trim", daemon=True).start()
+        if self.watch and self.pusher is None:
+            self.pusher = Pusher(self._push_pages)
 
     def _trim_loop(self) -> None:
         """Keep the nodes the kernel holds (each an open descriptor on the host) under the
@@ -84,6 +89,8 @@ class WatchedFileSystem(RemoteFileSystem):
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
+        if self.pusher is not None:
+            self.pusher.close()
         super().close()
 
     def status(self) -> dict:
@@ -322,15 +329,30 @@ class WatchedFileSystem(RemoteFileSystem):
                 max_total=BATCH_BYTES))
         except FsError:
             return None
-        wanted = None
+        wanted, pushes = None, []
         for other, content in zip(picks, reply.files):
             if content.errno:
                 continue
             if other == ino:
                 wanted = content.data[:size]
-            else:
-                self.ahead.put(other, self._attr(content.attr), content.data)
+            elif content.data:
+                attr = self._attr(content.attr)
+                self.ahead.put(other, attr, content.data)
+                pushes.append((other, attr, content.data))
+        if pushes and self.pusher is not None:
+            self.pusher.submit(pushes)
         return wanted
+
+    def _push_pages(self, ino: int, attr: Attr, data: bytes) -> None:
+        # Under the notification lock: an event's invalidation of this file either dropped the
+        # attributes before this check (nothing is pushed) or is sent after the push (and drops
+        # the pushed pages).
+        with self._notify_lock:
+            if self._send is None or not same_version(self.attrs.get(ino), attr):
+                return
+            if not self._send(notify.store(ino, 0, data)):
+                return  # the kernel no longer has the node
+        self.ahead.stored(ino)
 
     def statfs(self, ctx, ino):
         # Free space changes all the time and raises no event; a figure up to 10 s old spares
