@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from eventkit import wait_settled
 
@@ -67,3 +68,19 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
     assert (sub / names[1]).read_bytes() == new
     assert (sub / names[2]).read_bytes() == b"written through the mount"
     assert (sub / names[3]).read_bytes() == (host / "dir0" / names[3]).read_bytes()
+
+
+def test_files_read_ahead_are_in_the_page_cache_before_they_are_read(watched_share):
+    host, mnt = watched_share
+    _files(host, dirs=1, files=40)
+    wait_settled(mnt, quiet=2)
+    _drop_kernel_caches()
+    sub = mnt / "dir0"
+    names = sorted(os.listdir(sub))  # the kernel learns every file
+    assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()
+    time.sleep(1)  # the contents are pushed from a thread of their own
+    _stats(mnt, reset=True)
+    for name in names[1:]:
+        assert (sub / name).read_bytes() == (host / "dir0" / name).read_bytes()
+    fuse = _stats(mnt)["fuse"]
+    assert "READ" not in fuse, fuse
