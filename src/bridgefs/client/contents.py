@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Callable
 from bridgefs.fuse.filesystem import Attr
 
-SMALL_FILE = 64 << 10  # files up to this size are fetched ahead
+SMALL_FILE = 256 << 10  # files up to this size are fetched ahead
 BATCH_BYTES = 1 << 20  # contents one ReadFiles brings at most
 BATCH_FILES = 256
 KEEP_BYTES = 32 << 20  # contents kept at most; the oldest go first
