@@ -188,3 +188,33 @@ def test_writeback_cache_and_a_host_append(tmp_path, host_dir, extra):
         poll(lambda: os.stat(mnt / "log").st_size == len(want)
              and (mnt / "log").read_bytes() == want,
              timeout=5, what="the host's append seen in the VM")
+
+
+def test_a_failed_write_is_reported_by_fsync_through_another_descriptor(full_share):
+    # Programs may write through one descriptor and make the file durable through another.
+    host, mnt = full_share
+    failures = []
+    writer = os.open(mnt / "f", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    syncer = os.open(mnt / "f", os.O_RDONLY)
+    try:
+        view = memoryview(b"y" * (2 * MiB))
+        done = 0
+        while done < len(view):
+            try:
+                done += os.write(writer, view[done:])
+            except OSError as exc:
+                failures.append(("write", exc.errno))
+                break
+        try:
+            os.fsync(syncer)
+        except OSError as exc:
+            failures.append(("fsync", exc.errno))
+    finally:
+        for fd in (syncer, writer):
+            try:
+                os.close(fd)
+            except OSError as exc:
+                failures.append(("close", exc.errno))
+    assert failures, "2 MiB went into a 1 MiB filesystem without an error"
+    call, err = failures[0]
+    assert call in ("write", "fsync") and err in (errno.ENOSPC, errno.EFBIG), failures

@@ -25,7 +25,7 @@ class Host:
         self.short: set[bytes] = set()
 
     def write(self, node, offset, data):
-        w = PendingWrite(None, node, offset, data, lambda: 0)
+        w = PendingWrite(node, 0, offset, data, lambda: 0)
 
         def send():
             with self.lock:
@@ -57,8 +57,8 @@ def wb():
     queue.close()
 
 
-def _submit(wb, host, key, node, offset, data):
-    wb.submit(PendingWrite(key, node, offset, data, host.write(node, offset, data)))
+def _submit(wb, host, fh, node, offset, data):
+    wb.submit(PendingWrite(node, fh, offset, data, host.write(node, offset, data)))
 
 
 def test_overlapping_writes_land_in_the_order_given(wb):
@@ -66,8 +66,8 @@ def test_overlapping_writes_land_in_the_order_given(wb):
     host.release.set()
     for i in range(60):
         # each write overlaps the previous one on node 1; node 2's never overlap
-        _submit(wb, host, "a", 1, i * 5, bytes([i]) * 10)
-        _submit(wb, host, "b", 2, i * 10, bytes([i]) * 10)
+        _submit(wb, host, 10, 1, i * 5, bytes([i]) * 10)
+        _submit(wb, host, 20, 2, i * 10, bytes([i]) * 10)
     wb.drain()
     assert not host.overlapped
     node1 = [(off, data) for node, off, data in host.done if node == 1]
@@ -77,10 +77,10 @@ def test_overlapping_writes_land_in_the_order_given(wb):
 
 def test_a_write_waits_for_an_earlier_queued_overlapping_one(wb):
     host = Host()
-    _submit(wb, host, "a", 1, 0, b"slow" + b"0" * 96)  # in flight: 0..100
-    _submit(wb, host, "a", 1, 100, b"1" * 100)  # 100..200: free to go
-    _submit(wb, host, "a", 1, 50, b"2" * 100)  # 50..150: waits for the first two
-    _submit(wb, host, "a", 1, 140, b"3" * 5)  # overlaps no write in flight, but the queued one
+    _submit(wb, host, 10, 1, 0, b"slow" + b"0" * 96)  # in flight: 0..100
+    _submit(wb, host, 10, 1, 100, b"1" * 100)  # 100..200: free to go
+    _submit(wb, host, 10, 1, 50, b"2" * 100)  # 50..150: waits for the first two
+    _submit(wb, host, 10, 1, 140, b"3" * 5)  # overlaps no write in flight, but the queued one
     time.sleep(0.2)
     assert [d[:1] for _, _, d in host.done] == [b"1"]
     host.release.set()
@@ -90,7 +90,7 @@ def test_a_write_waits_for_an_earlier_queued_overlapping_one(wb):
 
 def test_drain_waits_for_every_write_queued_before_it(wb):
     host = Host()
-    _submit(wb, host, "a", 1, 0, b"slow")
+    _submit(wb, host, 10, 1, 0, b"slow")
     assert wb.busy
     drained = threading.Event()
     t = threading.Thread(target=lambda: (wb.drain(), drained.set()))
@@ -106,33 +106,47 @@ def test_an_error_is_reported_once_to_its_file_and_by_its_next_write(wb):
     host = Host()
     host.release.set()
     host.fail[b"bad"] = OSError(errno.ENOSPC, "full")
-    _submit(wb, host, "a", 1, 0, b"bad")
-    _submit(wb, host, "b", 2, 0, b"fine")
+    _submit(wb, host, 10, 1, 0, b"bad")
+    _submit(wb, host, 20, 2, 0, b"fine")
     wb.drain()
-    assert wb.take_error("b") is None
+    assert wb.take_error(2, 20, any_file=True) is None
     with pytest.raises(OSError) as info:
-        _submit(wb, host, "a", 1, 3, b"next")  # not made: the file's error comes first
+        _submit(wb, host, 10, 1, 3, b"next")  # not made: the file's error comes first
     assert info.value.errno == errno.ENOSPC
-    assert wb.take_error("a") is None  # reported once
-    _submit(wb, host, "a", 1, 3, b"again")
+    assert wb.take_error(1, 10, any_file=True) is None  # reported once
+    _submit(wb, host, 10, 1, 3, b"again")
     wb.drain()
     assert (1, 3, b"again") in host.done and (1, 3, b"next") not in host.done
+
+
+def test_fsync_through_any_open_file_reports_it_a_close_only_through_the_writer(wb):
+    host = Host()
+    host.release.set()
+    host.fail[b"bad"] = OSError(errno.EIO, "lost")
+    _submit(wb, host, 10, 1, 0, b"bad")  # written through open file 10
+    wb.drain()
+    assert wb.take_error(1, 30, any_file=False) is None  # a reader's close: not its write
+    assert wb.take_error(1, 20, any_file=True) == errno.EIO  # fsync through another descriptor
+    assert wb.take_error(1, 20, any_file=True) is None
+    assert wb.take_error(1, 10, any_file=False) == errno.EIO  # the writer's close still hears it
+    assert wb.take_error(1, 10, any_file=True) is None
+    assert wb.take_error(1, 40, any_file=True) is None  # told to every writer: nothing owed
 
 
 def test_a_short_write_is_an_error(wb):
     host = Host()
     host.release.set()
     host.short.add(b"short")
-    _submit(wb, host, "a", 1, 0, b"short")
+    _submit(wb, host, 10, 1, 0, b"short")
     wb.drain()
-    assert wb.take_error("a") == errno.EIO
+    assert wb.take_error(1, 10, any_file=False) == errno.EIO
 
 
 def test_the_window_bounds_what_is_queued(wb):
     host = Host()
-    _submit(wb, host, "a", 1, 0, b"slow" + bytes((1 << 20) - 4))  # fills the window
+    _submit(wb, host, 10, 1, 0, b"slow" + bytes((1 << 20) - 4))  # fills the window
     queued = threading.Event()
-    t = threading.Thread(target=lambda: (_submit(wb, host, "a", 1, 1 << 20, b"x"), queued.set()))
+    t = threading.Thread(target=lambda: (_submit(wb, host, 10, 1, 1 << 20, b"x"), queued.set()))
     t.start()
     assert not queued.wait(0.2)  # no room until the first is answered
     host.release.set()
@@ -147,8 +161,8 @@ def test_close_sends_what_is_queued_first():
     host.release.set()
     wb = WriteBehind(senders=1)
     for i in range(10):
-        _submit(wb, host, "a", 1, i, b"z")
+        _submit(wb, host, 10, 1, i, b"z")
     wb.close()
     assert len(host.done) == 10
     with pytest.raises(OSError):
-        _submit(wb, host, "a", 1, 0, b"late")
+        _submit(wb, host, 10, 1, 0, b"late")

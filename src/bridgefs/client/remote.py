@@ -509,11 +509,11 @@ class RemoteFileSystem(FileSystem):
                 if written < len(chunk):
                     break
             return done
-        key = (self.epoch, fh, handle)  # fh 0 (no open): errors go to the node
+        node = (self.epoch, handle)
         for start in range(0, len(data), self.max_io):
             chunk = data[start:start + self.max_io] if len(data) > self.max_io else data
             self._writes.submit(PendingWrite(
-                key, handle, offset + start, chunk,
+                node, fh, offset + start, chunk,
                 functools.partial(self._send_write, self.epoch, handle, fh, offset + start, chunk,
                                   flags)))
         return len(data)
@@ -525,13 +525,14 @@ class RemoteFileSystem(FileSystem):
         return self._call(self._stub.Write, pb.WriteRequest(
             handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written
 
-    def _deferred_error(self, ino: int, fh: int) -> int | None:
-        """After a drain: the error of a queued write to ``fh`` not reported yet."""
+    def _deferred_error(self, ino: int, fh: int, any_file: bool) -> int | None:
+        """After a drain: the error of a queued write not reported to ``fh`` yet (see
+        WriteBehind.take_error)."""
         self._writes.drain()
-        return self._writes.take_error((self.epoch, fh, self._h(ino)))
+        return self._writes.take_error((self.epoch, self._h(ino)), fh, any_file)
 
     def flush(self, ctx, ino, fh, lock_owner) -> None:
-        err = self._deferred_error(ino, fh)
+        err = self._deferred_error(ino, fh, any_file=False)
         try:
             self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh,
                                                         lock_owner=lock_owner))
@@ -554,7 +555,7 @@ class RemoteFileSystem(FileSystem):
                                                       more_fhs=[f for _, f in rest]))
 
     def fsync(self, ctx, ino, fh, datasync) -> None:
-        err = self._deferred_error(ino, fh)
+        err = self._deferred_error(ino, fh, any_file=True)
         try:
             self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh,
                                                          datasync=datasync), self.slow_timeout)

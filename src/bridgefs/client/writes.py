@@ -10,9 +10,10 @@ What keeps this as correct as a write that waited (the rules the client relies o
   queued or in flight, so overlapping writes reach the host in the order the kernel sent them.
 - Everything else comes after: the client calls ``drain()`` before any other request, so a read,
   stat, truncate, rename, flush or fsync sees every write the kernel was told had succeeded.
-- Errors are never lost: a failed or short write is recorded against its open file and raised
-  by the next write, flush (close) or fsync of that file, as a local filesystem reports
-  writeback errors; ``take_error`` hands it over exactly once.
+- Errors are never lost: a failed or short write is recorded against its node and raised, once
+  per open file, by the next write or flush (close) of the open file that made it and by the
+  next fsync of any open file of the node (a program may fsync through another descriptor than
+  the one it wrote through), as Linux reports writeback errors.
 - Memory is bounded: past ``window`` bytes queued, ``submit`` waits for room.
 """
 
@@ -34,8 +35,8 @@ MAX_QUEUED = 256  # small writes: bounds the queue's length as ``window`` bounds
 
 @dataclass(slots=True)
 class PendingWrite:
-    key: object  # the open file errors are reported to
-    node: int  # writes to one node are ordered by their ranges
+    node: object  # writes to one node are ordered by their ranges; errors are kept per node
+    fh: int  # the open file it came through
     offset: int
     data: bytes
     send: Callable[[], int]  # performs the Write; returns the count written, raises OSError
@@ -44,6 +45,16 @@ class PendingWrite:
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
+
+
+@dataclass(slots=True)
+class NodeError:
+    errno: int
+    writers: set[int]  # open files whose writes failed: their flush reports it
+    told: set[int]  # open files it was reported to
+
+    def owed(self, fh: int, any_file: bool) -> bool:
+        return fh not in self.told and (any_file or fh in self.writers)
 
 
 class WriteBehind:
@@ -56,7 +67,7 @@ class WriteBehind:
         self._bytes = 0  # queued and in flight
         self._seq = 0
         self._outstanding: set[int] = set()  # seqs queued or in flight
-        self._errors: dict[object, int] = {}
+        self._errors: dict[object, NodeError] = {}
         self._closed = False
         self._threads = [threading.Thread(target=self._sender, name=f"bridgefs-write-{i}",
                                           daemon=True) for i in range(max(1, senders))]
@@ -65,12 +76,12 @@ class WriteBehind:
 
     # --- the caller's side ------------------------------------------------------------------
     def submit(self, write: PendingWrite) -> None:
-        """Queue ``write``; waits while the window is full.  Raises the open file's pending
-        error instead (the write is then not made)."""
+        """Queue ``write``; waits while the window is full.  Raises the error of an earlier
+        write through the same open file instead (the write is then not made)."""
         size = len(write.data)
         with self._lock:
             while True:
-                err = self._errors.pop(write.key, None)
+                err = self._take_locked(write.node, write.fh, any_file=False)
                 if err is not None:
                     raise OSError(err, f"an earlier write failed: {errno.errorcode.get(err, err)}")
                 if self._closed:
@@ -103,14 +114,20 @@ class WriteBehind:
             while self._outstanding and min(self._outstanding) <= upto:
                 self._changed.wait()
 
-    def take_error(self, key) -> int | None:
-        """The errno of a write to ``key`` that failed since it was last asked, if any."""
+    def take_error(self, node, fh: int, any_file: bool) -> int | None:
+        """The errno of a failed write to ``node`` not yet reported to open file ``fh``: for a
+        flush, only a write through ``fh`` itself; for an fsync (``any_file``), any."""
         with self._lock:
-            return self._errors.pop(key, None)
+            return self._take_locked(node, fh, any_file)
 
-    def forget_errors(self) -> None:
-        with self._lock:
-            self._errors.clear()
+    def _take_locked(self, node, fh: int, any_file: bool) -> int | None:
+        rec = self._errors.get(node)
+        if rec is None or not rec.owed(fh, any_file):
+            return None
+        rec.told.add(fh)
+        if rec.writers <= rec.told:
+            del self._errors[node]  # every file that wrote was told: nothing is owed any more
+        return rec.errno
 
     def close(self) -> None:
         """Stop the senders once the queue is empty (writes still queued are sent first)."""
@@ -159,5 +176,7 @@ class WriteBehind:
                 self._bytes -= len(write.data)
                 if err:
                     # The first error is the one reported: later ones are most often its echo.
-                    self._errors.setdefault(write.key, err)
+                    rec = self._errors.setdefault(write.node, NodeError(err, set(), set()))
+                    rec.writers.add(write.fh)
+                    rec.told.discard(write.fh)
                 self._changed.notify_all()
