@@ -195,6 +195,9 @@ class Peer:
     def stats(self, reset: bool) -> dict | str | None:
         return None  # only bridgefs counts its requests
 
+    def quiesce(self) -> None:
+        """Wait until changes other columns made to the shared folder no longer reach this one."""
+
     def versions(self) -> str:
         return ""
 
@@ -434,6 +437,25 @@ class Bridgefs(FusePeer):
             return json.loads(r.stdout)
         except ValueError:
             return "stats unavailable: `bridgefs stats --json` printed no JSON"
+
+    def quiesce(self, quiet: float = 0.5, timeout: float = 60.0) -> None:
+        # The other columns write into the same folder (W3's index, W6's file, W7's files): the
+        # host changes they make stream to this client and are replayed in the mount.  Timing a
+        # run while that is going on would time the replays too.
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            r = subprocess.run([self.exe, "status", str(self.mountpoint), "--json"],
+                               capture_output=True, text=True, timeout=30)
+            try:
+                received = json.loads(r.stdout).get("received")
+            except ValueError:
+                return  # no status to go by: time it as it is
+            if received != last:
+                last, since = received, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
 
     def versions(self) -> str:
         return _first_line([self.exe, "--version"])

@@ -362,6 +362,7 @@ def run_once(w: Workload, p, ctx: Ctx, cell: dict, args, workdir: pathlib.Path) 
         run_untimed(w.command(ctx), env, workdir)
     if w.before:
         w.before(ctx)
+    p.quiesce()
     counting = p.name == "bridgefs"
     reset_problem = p.stats(reset=True) if counting else None
     t = timed(w.command(ctx), env, workdir)
