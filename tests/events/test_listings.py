@@ -1,11 +1,13 @@
 """Listings fetched ahead: a walk of a tree costs a round trip per many directories, and a
 listing fetched ahead is never served once the directory changed on the host."""
 
+import errno
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from eventkit import wait_settled
 
 
@@ -90,9 +92,32 @@ def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_
     assert not os.path.exists(mnt / "d1" / "e0" / "missing.js")  # as an autoloader probes
     rpc = _stats(mnt)["rpc"]
     assert "Lookup" not in rpc, rpc
+    with pytest.raises(OSError) as too_long:  # the server's to refuse
+        os.stat(mnt / "d1" / "e0" / ("n" * 256))
+    assert too_long.value.errno == errno.ENAMETOOLONG
     # a name that appears on the host afterwards is found, though the listing lacked it
     (host / "d1" / "e1" / "late.js").write_text("x")
     wait_settled(mnt, quiet=1)
     assert os.path.exists(mnt / "d1" / "e1" / "late.js")
     (mnt / "d0" / "e0" / "made-here.js").write_text("y")  # and one made through the mount
     assert (mnt / "d0" / "e0" / "made-here.js").read_text() == "y"
+
+
+def test_filling_a_directory_made_here_costs_no_lookup(watched_share):
+    host, mnt = watched_share
+    made = mnt / "out"
+    os.mkdir(made)
+    _stats(mnt, reset=True)
+    for i in range(200):
+        (made / f"o{i:03}.o").write_bytes(b"x")
+    os.rename(made / "o000.o", made / "renamed.o")
+    os.unlink(made / "o001.o")
+    assert not os.path.exists(made / "o001.o") and not os.path.exists(made / "o000.o")
+    assert os.path.exists(made / "renamed.o")
+    rpc = _stats(mnt)["rpc"]
+    assert "Lookup" not in rpc, rpc
+    assert len(os.listdir(made)) == 199
+    # once a host program changes the directory, its names are asked for again
+    (host / "out" / "from-host.o").write_bytes(b"h")
+    wait_settled(mnt, quiet=1)
+    assert os.path.exists(made / "from-host.o")

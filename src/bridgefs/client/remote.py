@@ -614,8 +614,8 @@ class RemoteFileSystem(FileSystem):
         the entry; an absent entry (ino 0) when the listing is whole and lacks the name; None
         when it cannot say."""
         buf = self._node_dirs.get(parent)
-        if buf is None or name in (b".", b".."):
-            return None
+        if buf is None or name in (b".", b"..") or len(name) > 255:
+            return None  # (a name too long is the server's to refuse)
         record, whole = buf.take_entry(name)
         if record is not None:
             self._counts.received(record.handle)

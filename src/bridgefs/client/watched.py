@@ -16,6 +16,7 @@ from bridgefs.client.contents import (
     BATCH_BYTES, SMALL_FILE, FilesAhead, Pusher, is_small_file, same_version,
 )
 from bridgefs.client.names import NameTable
+from bridgefs.client.own_dirs import OwnDirs
 from bridgefs.client.remote import EPOCH_SHIFT, RemoteFileSystem
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
 from bridgefs.fuse import notify
@@ -45,6 +46,7 @@ class WatchedFileSystem(RemoteFileSystem):
         # changes stream in (the kernel asks again after reads: it leaves atime to us).
         self.attrs: dict[int, Attr] = {}
         self.ahead = FilesAhead()
+        self.own_dirs = OwnDirs()
         self.pusher: Pusher | None = None
         self._statfs = None
         self._no_caps: set[int] = set()
@@ -110,9 +112,11 @@ class WatchedFileSystem(RemoteFileSystem):
         if not on:
             self._attr_epoch += 1
             self.attrs.clear()
+            self.own_dirs.clear()
             self.drop_listings()
 
     def invalidate_entry(self, parent: int, name: bytes) -> None:
+        self.own_dirs.drop(parent)
         self.drop_listing(parent)
         self._notify(notify.inval_entry(parent, name))
 
@@ -123,6 +127,7 @@ class WatchedFileSystem(RemoteFileSystem):
                 busy[1] += 1  # what a change in flight brings back may predate this event
         self.attrs.pop(ino, None)
         self.ahead.forget(ino)
+        self.own_dirs.drop(ino)
         self.drop_listing(ino)
         self._no_caps.discard(ino)
         self._notify(notify.inval_inode(ino, offset, 0))
@@ -131,6 +136,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self._attr_epoch += 1
         self.attrs.clear()
         self.ahead.clear()
+        self.own_dirs.clear()
         self.drop_listings()
         self._no_caps.clear()
         names, nodes, negatives = self.names.snapshot()
@@ -171,6 +177,7 @@ class WatchedFileSystem(RemoteFileSystem):
 
     # --- names (recorded for invalidation) -------------------------------------------------------
     def _created(self, parent: int, name: bytes, entry: Entry) -> Entry:
+        self.own_dirs.added(parent, name)
         return self._named(parent, name, entry)  # (the parent's attributes: _dir_changed)
 
     def _dir_changing(self, parent: int):
@@ -217,6 +224,9 @@ class WatchedFileSystem(RemoteFileSystem):
             return self._named(parent, name, self.replayer.lookup(parent, name,
                                                                   self._forward_lookup))
         if self.mode.cache_listings:
+            if self.own_dirs.absent(parent, name):
+                return self._named(parent, name, Entry(ino=0, attr=None,
+                                                       entry_timeout=self.negative_timeout))
             entry = self.lookup_listed(parent, name)  # no round trip: a listing has the answer
             if entry is not None:
                 return self._named(parent, name, entry)
@@ -230,7 +240,10 @@ class WatchedFileSystem(RemoteFileSystem):
     def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
         if self._replaying(ctx):
             return self._named(parent, name, self.replayer.node())
-        return self._created(parent, name, super().mkdir(ctx, parent, name, mode, umask))
+        entry = self._created(parent, name, super().mkdir(ctx, parent, name, mode, umask))
+        if self.mode.cache_listings:
+            self.own_dirs.made(entry.ino)
+        return entry
 
     def symlink(self, ctx, parent, name, target) -> Entry:
         if self._replaying(ctx):
@@ -252,6 +265,7 @@ class WatchedFileSystem(RemoteFileSystem):
             self._changed(parent)
         else:
             super().unlink(ctx, parent, name)  # (the parent's attributes: _dir_changed)
+            self.own_dirs.removed(parent, name)
         self._changed(self.names.remove(parent, name) or 0)
 
     def rmdir(self, ctx, parent, name) -> None:
@@ -259,11 +273,17 @@ class WatchedFileSystem(RemoteFileSystem):
             self._changed(parent)
         else:
             super().rmdir(ctx, parent, name)
-        self._changed(self.names.remove(parent, name) or 0)
+            self.own_dirs.removed(parent, name)
+        gone = self.names.remove(parent, name) or 0
+        self.own_dirs.drop(gone)
+        self._changed(gone)
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         if not self._replaying(ctx):
             super().rename(ctx, parent, name, new_parent, new_name, flags)
+            if not flags & 2:  # (RENAME_EXCHANGE leaves both names in place)
+                self.own_dirs.removed(parent, name)
+            self.own_dirs.added(new_parent, new_name)
         self._changed(parent, new_parent, self.names.lookup(parent, name) or 0,
                       self.names.lookup(new_parent, new_name) or 0)
         self.names.move(parent, name, new_parent, new_name, exchange=bool(flags & 2))
@@ -276,6 +296,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self.attrs.pop(ino, None)
         self._no_caps.discard(ino)
         self.ahead.forget(ino)
+        self.own_dirs.drop(ino)
         super().forget(ino, nlookup)
 
     def _keep_attr(self, ino: int, attr: Attr | None) -> None:
