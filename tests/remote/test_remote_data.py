@@ -145,12 +145,14 @@ HARD_LINK_BUG = (
     "for --cache-timeout (3600 s; client/cache_policy.py long_mode, client/watched.py open() "
     "no-open mode keeps pages across opens) and relies on the server's inotify watch of the "
     "share for invalidation; a write to a shared file through a hard link outside the share "
-    "raises no inotify event in the share, so the mount serves the old content and attributes "
+    "raises no inotify event in the share, so the mount may serve the old content and attributes "
     "for up to an hour (with --no-events it shows within 1 s)")
 
 
 @pytest.mark.parametrize("extra", [
-    pytest.param([], id="events", marks=pytest.mark.xfail(strict=True, reason=HARD_LINK_BUG)),
+    # Not strict: when the VM's kernel lets the file's pages and attributes go (memory
+    # pressure; this machine's host reclaims page cache now and then), the new content shows.
+    pytest.param([], id="events", marks=pytest.mark.xfail(strict=False, reason=HARD_LINK_BUG)),
     pytest.param(["--no-events"], id="no-events"),
 ])
 def test_host_write_through_hard_link_outside_share(tmp_path, host_dir, extra):
