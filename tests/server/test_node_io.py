@@ -22,13 +22,14 @@ def test_write_read_fsync_truncate_by_node(tree, client):
     assert (share / "file").read_bytes() == b"ins"
 
 
-def test_append_by_node_lands_at_the_host_end(tree, client):
+def test_a_write_by_node_lands_at_its_offset_whatever_the_flags(tree, client):
     share, _ = tree
     h = client.handle(1, b"file")
     with open(share / "file", "ab") as f:
-        f.write(b"host\n")  # the client's idea of the size is now old
-    assert client.Write(handle=h, offset=0, data=b"vm\n", flags=os.O_WRONLY | os.O_APPEND).errno == 0
-    assert (share / "file").read_bytes() == b"inside\nhost\nvm\n"
+        f.write(b"host\n")
+    # the VM's kernel computed the offset (O_APPEND included) and caches the data there
+    assert client.Write(handle=h, offset=3, data=b"VM", flags=os.O_WRONLY | os.O_APPEND).errno == 0
+    assert (share / "file").read_bytes() == b"insVMe\nhost\n"
 
 
 def test_unlinked_node_is_still_readable_and_writable(tree, client):

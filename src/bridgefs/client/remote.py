@@ -542,7 +542,6 @@ class RemoteFileSystem(FileSystem):
         if err:
             raise FsError(err)  # close() reports a write that was answered before it failed
 
-
     def release(self, ctx, ino, fh, flags) -> None:
         if self._releases is not None:
             self._releases.add(self._h(ino), fh)
@@ -564,7 +563,6 @@ class RemoteFileSystem(FileSystem):
                 raise
         if err:
             raise FsError(err)
-
 
     def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
         self._writable()
@@ -638,7 +636,6 @@ class RemoteFileSystem(FileSystem):
             bufs = list(self._node_dirs.values())
         for buf in bufs:
             self._give_back(buf.drop_start())
-
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
         if fh:

@@ -390,12 +390,13 @@ class LocalFs:
                 pass  # the close below is reported as a change when the file was written
         self.files.release(fh)
 
-    def write_node(self, handle: int, offset: int, data: bytes, flags: int) -> int:
-        """A write without an open, at ``offset`` (or at the end for O_APPEND in ``flags``)."""
+    def write_node(self, handle: int, offset: int, data: bytes) -> int:
+        """A write without an open, at ``offset`` always: the client's kernel, whose page cache
+        holds the data at that offset, chose it (for O_APPEND too, from the size it knows)."""
         if len(data) > MAX_IO:
             raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
         self._writable("write")
-        with self._io(0, handle, os.O_WRONLY | (flags & os.O_APPEND)) as fd, self.echo.node(fd):
+        with self._io(0, handle, os.O_WRONLY) as fd, self.echo.node(fd):
             return _pwrite_full(fd, data, offset)
 
     def fsync(self, fh: int, datasync: bool, kind: str = "file", handle: int = 0) -> None:

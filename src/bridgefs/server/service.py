@@ -284,7 +284,7 @@ class FilesService(pb_grpc.FilesServicer):
         return self._run(context, pb.WriteReply, "write",
                          lambda fs: pb.WriteReply(
                              written=fs.write(r.fh, r.offset, r.data) if r.fh
-                             else fs.write_node(r.handle, r.offset, r.data, r.flags)))
+                             else fs.write_node(r.handle, r.offset, r.data)))
 
     def Flush(self, r, context):
         return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh) or _OK)
