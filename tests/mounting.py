@@ -86,11 +86,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 
 @contextlib.contextmanager
-def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None = None):
+def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None = None,
+                    options: list[str] | None = None):
     """`bridgefs serve` in its own process; yields the bound address (tcp port 0 resolved).
 
-    ``wrap`` prefixes the command (e.g. unshare, to give the server a view of its own)."""
-    args = [sys.executable, "-m", "bridgefs", "serve", "--listen", listen]
+    ``wrap`` prefixes the command (e.g. unshare, to give the server a view of its own);
+    ``options`` are more `bridgefs serve` options (limits, say)."""
+    args = [sys.executable, "-m", "bridgefs", "serve", "--listen", listen, *(options or [])]
     for name, path in shares.items():
         args += ["--share", f"{name}={path}"]
     proc = subprocess.Popen((wrap or []) + args, stdout=subprocess.PIPE, text=True)

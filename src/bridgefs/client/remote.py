@@ -460,12 +460,12 @@ class RemoteFileSystem(FileSystem):
     def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
         self._writable()
         request = pb.CreateRequest(parent=self._h(parent), name=name, mode=mode, umask=umask,
-                                   flags=flags)
+                                   flags=flags, no_handle=not self.opens)
         try:
             reply = self._in_dir(parent, self._stub.Create, request)
         except FsError as exc:
             # Out of open files on the server while closed ones wait in the queue: send them.
-            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._releases:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or self._releases is None:
                 raise
             self._releases.flush()
             reply = self._in_dir(parent, self._stub.Create, request)

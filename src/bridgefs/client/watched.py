@@ -54,6 +54,9 @@ class WatchedFileSystem(RemoteFileSystem):
         self._dir_busy: dict[int, list[int]] = {}
         self._dir_lock = threading.Lock()
         self._attr_epoch = 0  # moves on whenever every remembered attribute is dropped
+        # Moves on at every invalidation: attributes fetched across one may be older than it
+        # and are not remembered (the kernel, too, discards such an answer).
+        self._inval_seq = 0
 
     # --- wiring to the session ------------------------------------------------------------------
     def attach(self, send_notification, mountpoint: str) -> None:
@@ -125,6 +128,7 @@ class WatchedFileSystem(RemoteFileSystem):
             busy = self._dir_busy.get(ino)
             if busy:
                 busy[1] += 1  # what a change in flight brings back may predate this event
+        self._inval_seq += 1
         self.attrs.pop(ino, None)
         self.ahead.forget(ino)
         self.own_dirs.drop(ino)
@@ -133,6 +137,7 @@ class WatchedFileSystem(RemoteFileSystem):
         self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
+        self._inval_seq += 1
         self._attr_epoch += 1
         self.attrs.clear()
         self.ahead.clear()
@@ -207,11 +212,11 @@ class WatchedFileSystem(RemoteFileSystem):
         if self.mode.trust_pages:
             self._no_caps.add(ino)
 
-    def _named(self, parent: int, name: bytes, entry: Entry) -> Entry:
+    def _named(self, parent: int, name: bytes, entry: Entry, since: int | None = None) -> Entry:
         if entry.ino:
             self.names.add(parent, name, entry.ino)
             if entry.attr_timeout > 0:  # (a replayed creation's are to be asked for again)
-                self._keep_attr(entry.ino, entry.attr)
+                self._keep_attr(entry.ino, entry.attr, since)
         elif entry.entry_timeout > 0 and not self.names.add_negative(parent, name):
             entry.entry_timeout = 0  # could not be found again to invalidate: do not cache it
         return entry
@@ -230,7 +235,8 @@ class WatchedFileSystem(RemoteFileSystem):
             entry = self.lookup_listed(parent, name)  # no round trip: a listing has the answer
             if entry is not None:
                 return self._named(parent, name, entry)
-        return self._named(parent, name, super().lookup(ctx, parent, name))
+        since = self._inval_seq
+        return self._named(parent, name, super().lookup(ctx, parent, name), since)
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         if self._replaying(ctx):
@@ -299,8 +305,10 @@ class WatchedFileSystem(RemoteFileSystem):
         self.own_dirs.drop(ino)
         super().forget(ino, nlookup)
 
-    def _keep_attr(self, ino: int, attr: Attr | None) -> None:
-        if attr is not None and self.mode.trust_pages and not is_fake(ino):
+    def _keep_attr(self, ino: int, attr: Attr | None, since: int | None = None) -> None:
+        """Remember ``attr``; ``since``: the invalidation count when it was asked for."""
+        if attr is not None and self.mode.trust_pages and not is_fake(ino) \
+                and (since is None or since == self._inval_seq):
             self.attrs[ino] = attr
 
     def _changed(self, *inos: int) -> None:
@@ -310,11 +318,12 @@ class WatchedFileSystem(RemoteFileSystem):
 
     def readdir(self, ctx, ino, fh, offset, plus):
         small_files = self.ahead.listing(ino, restart=offset == 0)
+        since = self._inval_seq
         for record in super().readdir(ctx, ino, fh, offset, plus):
             entry = record.entry
             if entry is not None and entry.ino:
                 self.names.add(ino, record.name, entry.ino)
-                self._keep_attr(entry.ino, entry.attr)
+                self._keep_attr(entry.ino, entry.attr, since)
                 if is_small_file(entry.attr):
                     small_files[entry.ino] = entry.attr
             yield record
@@ -411,8 +420,9 @@ class WatchedFileSystem(RemoteFileSystem):
             attr = self.attrs.get(ino)
             if attr is not None:
                 return AttrReply(attr, self.attr_timeout)
+        since = self._inval_seq
         reply = super().getattr(ctx, ino, fh)
-        self._keep_attr(ino, reply.attr)
+        self._keep_attr(ino, reply.attr, since)
         return reply
 
     def setattr(self, ctx, ino, changes, fh) -> AttrReply:
@@ -421,8 +431,9 @@ class WatchedFileSystem(RemoteFileSystem):
         if self._replaying(ctx) or fh == REPLAY_FH:
             return super().getattr(ctx, ino, None)  # the attributes as they are now
         self._changed(ino)
+        since = self._inval_seq
         reply = super().setattr(ctx, ino, changes, fh)
-        self._keep_attr(ino, reply.attr)
+        self._keep_attr(ino, reply.attr, since)
         return reply
 
     def open(self, ctx, ino, flags) -> Opened:
@@ -466,7 +477,10 @@ class WatchedFileSystem(RemoteFileSystem):
             super().flush(ctx, ino, fh, lock_owner)
 
     def release(self, ctx, ino, fh, flags) -> None:
-        if fh != REPLAY_FH:  # (files this client created are the only ones opened in no-open)
+        # In no-open mode the kernel sends RELEASE for nothing at all, so files this client
+        # creates are closed on the server at once (fh 0): a RELEASE of one made before the
+        # kernel entered that mode is of fh 0 too.
+        if fh and fh != REPLAY_FH:
             super().release(ctx, ino, fh, flags)
 
     def opendir(self, ctx, ino, flags) -> Opened:

@@ -277,10 +277,13 @@ class LocalFs:
             raise
         return self.files.add(fd, "file", handle), st
 
-    def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int):
-        """(handle, stat, fh, whether the file was made rather than an existing one opened)"""
+    def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int,
+               keep_open: bool = True):
+        """(handle, stat, fh, whether the file was made rather than an existing one opened);
+        without ``keep_open`` the file is closed once made and fh is 0."""
         self._writable("create")
-        self.files.check_room()
+        if keep_open:
+            self.files.check_room()
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name) as added:
             fd, created = confine.create(dirfd, name, flags, perm)
@@ -293,6 +296,13 @@ class LocalFs:
         except BaseException:
             os.close(fd)
             raise
+        if not keep_open:
+            try:
+                with self.echo.closing(fd):
+                    pass  # the close below is reported as a change
+            finally:
+                os.close(fd)
+            return handle, st, 0, created
         try:
             fh = self.files.add(fd, "file", handle)
         except OSError:

@@ -261,7 +261,8 @@ class FilesService(pb_grpc.FilesServicer):
 
     def Create(self, r, context):
         def do_create(fs):
-            handle, st, fh, created = fs.create(r.parent, r.name, r.mode, r.umask, r.flags)
+            handle, st, fh, created = fs.create(r.parent, r.name, r.mode, r.umask, r.flags,
+                                                keep_open=not r.no_handle)
             return _changed_dir(fs, r.parent,
                                 pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created))
         return self._run(context, pb.CreateReply, "create", do_create)

@@ -336,18 +336,20 @@ class OpenReply(_message.Message):
     def __init__(self, errno: _Optional[int] = ..., fh: _Optional[int] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "umask", "flags")
+    __slots__ = ("parent", "name", "mode", "umask", "flags", "no_handle")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UMASK_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    NO_HANDLE_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     umask: int
     flags: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+    no_handle: bool
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., flags: _Optional[int] = ..., no_handle: _Optional[bool] = ...) -> None: ...
 
 class CreateReply(_message.Message):
     __slots__ = ("errno", "entry", "fh", "parent", "created")
