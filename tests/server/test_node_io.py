@@ -2,8 +2,10 @@
 
 import errno
 import os
+import time
 
 import pytest
+from serverkit import Inotify
 
 
 @pytest.fixture
@@ -118,3 +120,41 @@ def test_read_files_reads_small_regular_files_and_says_why_not_the_others(tree, 
     assert by[4][0] == errno.ESTALE
     budget = client.ReadFiles(handles=[handles[0]] * 10, max_file_size=4096, max_total=20)
     assert [f.data for f in budget.files] == [b"inside\n"] * 2  # the third would pass 20 bytes
+
+
+def _closes(events, name):
+    return [m for m, n in events if n == name and m & Inotify.IN_CLOSE_WRITE]
+
+
+def test_writes_by_node_close_the_file_once_after_the_last(tree, client):
+    share, _ = tree
+    watch = Inotify(share)
+    try:
+        made = client.Create(parent=1, name=b"new", mode=0o644, flags=os.O_WRONLY | os.O_CREAT,
+                             no_handle=True)
+        assert made.errno == 0 and made.fh == 0
+        for i in range(20):
+            assert client.Write(handle=made.entry.handle, offset=i, data=b"x").written == 1
+        assert (share / "new").read_bytes() == b"x" * 20  # on disk at once
+        assert _closes(watch.events(), b"new") == []  # still open for the next write
+        time.sleep(1.6)
+        assert len(_closes(watch.events(), b"new")) == 1  # closed once, idle
+        h = client.handle(1, b"file")
+        client.Write(handle=h, offset=0, data=b"I")
+        assert client.Unlink(parent=1, name=b"file").errno == 0
+        events = watch.events()
+        of_file = [(i, m) for i, (m, n) in enumerate(events) if n == b"file"]
+        closes = [i for i, m in of_file if m & Inotify.IN_CLOSE_WRITE]
+        deletes = [i for i, m in of_file if m & Inotify.IN_DELETE]
+        assert closes and deletes and closes[-1] < deletes[0]  # closed under its name first
+    finally:
+        watch.close()
+
+
+def test_a_create_without_handle_opened_read_only_keeps_nothing_open(tree, client):
+    share, _ = tree
+    made = client.Create(parent=1, name=b"ro", mode=0o644, flags=os.O_RDONLY | os.O_CREAT,
+                         no_handle=True)
+    assert made.errno == 0 and made.fh == 0
+    assert client.Write(handle=made.entry.handle, offset=0, data=b"w").written == 1
+    assert (share / "ro").read_bytes() == b"w"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 
@@ -18,6 +19,7 @@ from bridgefs.server.dirs import DirListing, dtype_of_mode
 from bridgefs.server.echo import EchoLog
 from bridgefs.server.handles import NodeTable, OpenTable
 from bridgefs.server.shares import Share
+from bridgefs.server.writers import Writers
 
 MAX_IO = 1 << 20
 MAX_COPY = 128 << 20  # one CopyFileRange moves at most this much; callers continue
@@ -56,6 +58,7 @@ class LocalFs:
         # Every change below is wrapped in an echo context so this session's Watch
         # stream can leave it out (no-ops while the session does not watch).
         self.echo = echo if echo is not None else EchoLog()
+        self.writers = Writers(self.echo)
         self._umask = _process_umask()
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -93,6 +96,13 @@ class LocalFs:
                     pass  # the close below is reported as a change when the file was written
             finally:
                 os.close(fd)
+
+    def _close_writer(self, dirfd: int, name: bytes) -> None:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except OSError:
+            return  # the unlink will say what is wrong
+        self.writers.close_inode((st.st_dev, st.st_ino))
 
     def _fix_mode(self, fd: int, wanted: int, via_proc: bool = True) -> None:
         # The host process umask may have masked bits the client asked for explicitly.
@@ -155,8 +165,10 @@ class LocalFs:
     def unlink(self, parent: int, name: bytes) -> None:
         self._writable("unlink")
         confine.check_name(name)
-        with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
-            os.unlink(name, dir_fd=dirfd)
+        with self.nodes.use(parent) as dirfd:
+            self._close_writer(dirfd, name)
+            with self.echo.removed(dirfd, name):
+                os.unlink(name, dir_fd=dirfd)
 
     def rmdir(self, parent: int, name: bytes) -> None:
         self._writable("rmdir")
@@ -170,14 +182,21 @@ class LocalFs:
         confine.check_name(new_name)
         if flags & ~_RENAME_FLAGS:
             raise OSError(errno.EINVAL, f"rename flags {flags:#x}")
-        with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir, \
-                self.echo.moved(olddir, name, newdir, new_name,
-                                flags & syscalls.RENAME_EXCHANGE):
-            syscalls.renameat2(olddir, name, newdir, new_name, flags)
+        with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
+            self._close_writer(olddir, name)
+            self._close_writer(newdir, new_name)
+            with self.echo.moved(olddir, name, newdir, new_name,
+                                 flags & syscalls.RENAME_EXCHANGE):
+                syscalls.renameat2(olddir, name, newdir, new_name, flags)
 
     def forget(self, items) -> None:
         for handle, count in items:
-            self.nodes.forget(handle, count)
+            if self.nodes.forget(handle, count):
+                self.writers.close(handle)
+
+    def close(self) -> None:
+        """The session ends: close what it kept open for writing."""
+        self.writers.close_all()
 
     # --- attributes ---------------------------------------------------------------------------
     def getattr(self, handle: int, fh: int | None) -> os.stat_result:
@@ -297,11 +316,17 @@ class LocalFs:
             os.close(fd)
             raise
         if not keep_open:
-            try:
-                with self.echo.closing(fd):
-                    pass  # the close below is reported as a change
-            finally:
-                os.close(fd)
+            # The client writes by node next: the file stays open for those writes (when it
+            # was opened for writing at any offset, as they need).
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if mode & os.O_ACCMODE != os.O_RDONLY and not mode & os.O_APPEND:
+                self.writers.adopt(handle, fd)
+            else:
+                try:
+                    with self.echo.closing(fd):
+                        pass  # the close below is reported as a change
+                finally:
+                    os.close(fd)
             return handle, st, 0, created
         try:
             fh = self.files.add(fd, "file", handle)
@@ -406,7 +431,9 @@ class LocalFs:
         if len(data) > MAX_IO:
             raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
         self._writable("write")
-        with self._io(0, handle, os.O_WRONLY) as fd, self.echo.node(fd):
+        with self.nodes.use(handle) as node_fd, \
+                self.writers.use(handle, lambda: confine.reopen(node_fd, os.O_WRONLY)) as fd, \
+                self.echo.node(fd):
             return _pwrite_full(fd, data, offset)
 
     def fsync(self, fh: int, datasync: bool, kind: str = "file", handle: int = 0) -> None:

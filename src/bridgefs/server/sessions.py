@@ -66,6 +66,7 @@ class Session:
                 return
             self.closed = True
         # Pins keep fds of calls still running open until those calls finish.
+        self.fs.close()
         self.files.close_all()
         self.nodes.close_all()
 
