@@ -224,8 +224,16 @@ class RemoteFileSystem(FileSystem):
         self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
         self._counts.touch()
         if reply.errno:
+            if rpc in self._name_changes:
+                for field in ("parent", "new_parent"):
+                    if getattr(request, field, 0):
+                        self._names_refused(self._n(getattr(request, field)))
             raise FsError(reply.errno)
         return reply
+
+    def _names_refused(self, parent: int) -> None:
+        """The server refused a change of ``parent``'s names (EEXIST, ENOENT...): the host's
+        names there may differ from what this client thought."""
 
     def stats(self, reset: bool = False) -> dict:
         """Round trips made to the server, per call (for `bridgefs stats`)."""

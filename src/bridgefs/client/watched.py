@@ -181,6 +181,9 @@ class WatchedFileSystem(RemoteFileSystem):
         return self.replayer is not None and self.replayer.owns(ctx)
 
     # --- names (recorded for invalidation) -------------------------------------------------------
+    def _names_refused(self, parent: int) -> None:
+        self.own_dirs.drop(parent)  # whatever it knew of them, the server knows otherwise
+
     def _created(self, parent: int, name: bytes, entry: Entry) -> Entry:
         self.own_dirs.added(parent, name)
         return self._named(parent, name, entry)  # (the parent's attributes: _dir_changed)
