@@ -11,10 +11,18 @@ import time
 
 
 def status(mnt) -> dict:
-
     out = subprocess.run([sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def stats(mnt, reset: bool = False) -> dict:
+    """`bridgefs stats --json`: FUSE requests and round trips since the last reset (a reset
+    prints nothing: an empty dict)."""
+    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt),
+                          "--reset" if reset else "--json"], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout) if not reset else {}
 
 
 def wait_for_events(mnt, timeout: float = 20) -> None:

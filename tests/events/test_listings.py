@@ -2,20 +2,11 @@
 listing fetched ahead is never served once the directory changed on the host."""
 
 import errno
-import json
 import os
 import subprocess
-import sys
 
 import pytest
-from eventkit import wait_settled
-
-
-def _stats(mnt, reset=False):
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
-                         + (["--reset"] if reset else []), capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout)
+from eventkit import stats, wait_settled
 
 
 def _forget_kernel_names():
@@ -39,13 +30,13 @@ def test_a_walk_lists_many_directories_per_round_trip(watched_share):
     _host_tree(host)  # 111 directories, 500 files
     wait_settled(mnt, quiet=2)
     _forget_kernel_names()
-    _stats(mnt, reset=True)
+    stats(mnt, reset=True)
     walked = subprocess.run(["find", str(mnt), "-printf", "%P %s\n"], capture_output=True,
                             text=True, check=True).stdout
     expected = subprocess.run(["find", str(host), "-printf", "%P %s\n"], capture_output=True,
                               text=True, check=True).stdout
     assert sorted(walked.split("\n")) == sorted(expected.split("\n"))
-    rpc = _stats(mnt)["rpc"]
+    rpc = stats(mnt)["rpc"]
     assert rpc["ListDir"]["count"] <= 5, rpc  # 111 directories
 
 
@@ -87,10 +78,10 @@ def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_
     wait_settled(mnt, quiet=2)
     _forget_kernel_names()
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings the listings below along
-    _stats(mnt, reset=True)
+    stats(mnt, reset=True)
     assert os.stat(mnt / "d0" / "e1" / "f2.txt").st_size == 2
     assert not os.path.exists(mnt / "d1" / "e0" / "missing.js")  # as an autoloader probes
-    rpc = _stats(mnt)["rpc"]
+    rpc = stats(mnt)["rpc"]
     assert "Lookup" not in rpc, rpc
     with pytest.raises(OSError) as too_long:  # the server's to refuse
         os.stat(mnt / "d1" / "e0" / ("n" * 256))
@@ -107,14 +98,14 @@ def test_filling_a_directory_made_here_costs_no_lookup(watched_share):
     host, mnt = watched_share
     made = mnt / "out"
     os.mkdir(made)
-    _stats(mnt, reset=True)
+    stats(mnt, reset=True)
     for i in range(200):
         (made / f"o{i:03}.o").write_bytes(b"x")
     os.rename(made / "o000.o", made / "renamed.o")
     os.unlink(made / "o001.o")
     assert not os.path.exists(made / "o001.o") and not os.path.exists(made / "o000.o")
     assert os.path.exists(made / "renamed.o")
-    rpc = _stats(mnt)["rpc"]
+    rpc = stats(mnt)["rpc"]
     assert "Lookup" not in rpc, rpc
     assert len(os.listdir(made)) == 199
     # once a host program changes the directory, its names are asked for again

@@ -1,20 +1,11 @@
 """Small files read ahead: reading a directory's files one after another costs a round trip per
 many files, and a content fetched ahead is never served once the file changed."""
 
-import json
 import os
 import subprocess
-import sys
 import time
 
-from eventkit import wait_settled
-
-
-def _stats(mnt, reset=False):
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
-                         + (["--reset"] if reset else []), capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout)
+from eventkit import stats, wait_settled
 
 
 def _drop_kernel_caches():
@@ -45,9 +36,9 @@ def test_reading_small_files_costs_a_round_trip_per_many_files(watched_share):
     _files(host)
     wait_settled(mnt, quiet=2)
     _drop_kernel_caches()
-    _stats(mnt, reset=True)
+    stats(mnt, reset=True)
     assert _read_all(mnt) == _read_all(host)
-    rpc = _stats(mnt)["rpc"]
+    rpc = stats(mnt)["rpc"]
     reads = sum(rpc.get(name, {"count": 0})["count"] for name in ("Read", "ReadFiles"))
     assert reads <= 6, rpc  # 150 files in 3 directories
 
@@ -79,8 +70,8 @@ def test_files_read_ahead_are_in_the_page_cache_before_they_are_read(watched_sha
     names = sorted(os.listdir(sub))  # the kernel learns every file
     assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()
     time.sleep(1)  # the contents are pushed from a thread of their own
-    _stats(mnt, reset=True)
+    stats(mnt, reset=True)
     for name in names[1:]:
         assert (sub / name).read_bytes() == (host / "dir0" / name).read_bytes()
-    fuse = _stats(mnt)["fuse"]
+    fuse = stats(mnt)["fuse"]
     assert "READ" not in fuse, fuse
