@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 ROOT_ID = 1
@@ -34,6 +34,9 @@ class FsError(OSError):
         super().__init__(err, message or errno.errorcode.get(err, str(err)))
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 @dataclass(slots=True)
 class Context:
     """Who made the request, as the kernel saw it; ``pid`` is the calling thread's id."""
@@ -42,7 +45,19 @@ class Context:
     gid: int = 0
     pid: int = 0
     unique: int = 0
-    interrupted: threading.Event = field(default_factory=threading.Event)
+    _interrupted: threading.Event | None = None
+
+    @property
+    def interrupted(self) -> threading.Event:
+        """Set when the kernel interrupts the request.  Made on first use: most requests are
+        answered before anyone looks, and an Event costs as much as the rest of the Context."""
+        event = self._interrupted
+        if event is None:
+            with _EVENT_LOCK:  # the worker and the one delivering INTERRUPT may both ask
+                if self._interrupted is None:
+                    self._interrupted = threading.Event()
+                event = self._interrupted
+        return event
 
 
 @dataclass(slots=True)
