@@ -16,6 +16,13 @@ def status(mnt) -> dict:
     return json.loads(out.stdout)
 
 
+def drop_kernel_caches(what: int = 3) -> None:
+    """``echo what > drop_caches``: 2 drops names and inodes, 3 pages too."""
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write(str(what))
+
+
 def stats(mnt, reset: bool = False) -> dict:
     """`bridgefs stats --json`: FUSE requests and round trips since the last reset (a reset
     prints nothing: an empty dict)."""

@@ -6,14 +6,7 @@ import os
 import subprocess
 
 import pytest
-from eventkit import stats, wait_settled
-
-
-def _forget_kernel_names():
-    # Dentries and inodes only: the kernel forgets every name and listing of the mount.
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2")
+from eventkit import drop_kernel_caches, stats, wait_settled
 
 
 def _host_tree(host, top=10, sub=10, files=5):
@@ -29,7 +22,7 @@ def test_a_walk_lists_many_directories_per_round_trip(watched_share):
     host, mnt = watched_share
     _host_tree(host)  # 111 directories, 500 files
     wait_settled(mnt, quiet=2)
-    _forget_kernel_names()
+    drop_kernel_caches(2)  # the kernel forgets every name and listing
     stats(mnt, reset=True)
     walked = subprocess.run(["find", str(mnt), "-printf", "%P %s\n"], capture_output=True,
                             text=True, check=True).stdout
@@ -44,7 +37,7 @@ def test_a_listing_fetched_ahead_is_not_served_after_a_host_change(watched_share
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
     wait_settled(mnt, quiet=2)
-    _forget_kernel_names()
+    drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings d0/, d0/e0/... along
     (host / "d0" / "e0" / "new.txt").write_text("new")
     (host / "d0" / "e1" / "f0.txt").unlink()
@@ -63,7 +56,7 @@ def test_a_listing_fetched_ahead_is_not_served_after_a_change_through_the_mount(
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
     wait_settled(mnt, quiet=2)
-    _forget_kernel_names()
+    drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]
     sub = mnt / "d0" / "e0"
     os.stat(sub)  # the kernel learns the directory, not its listing
@@ -76,7 +69,7 @@ def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
     wait_settled(mnt, quiet=2)
-    _forget_kernel_names()
+    drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings the listings below along
     stats(mnt, reset=True)
     assert os.stat(mnt / "d0" / "e1" / "f2.txt").st_size == 2

@@ -2,16 +2,9 @@
 many files, and a content fetched ahead is never served once the file changed."""
 
 import os
-import subprocess
 import time
 
-from eventkit import stats, wait_settled
-
-
-def _drop_kernel_caches():
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3")
+from eventkit import drop_kernel_caches, stats, wait_settled
 
 
 def _files(host, dirs=3, files=50):
@@ -20,6 +13,18 @@ def _files(host, dirs=3, files=50):
         sub.mkdir()
         for i in range(files):
             (sub / f"mod{i:02}.js").write_bytes(f"// {d}/{i}\n".encode() * (i + 1))
+
+
+def _first_read_of_a_cold_directory(host, mnt, files):
+    """A directory of ``files`` small files, listed through the mount (the kernel learns every
+    file) with nothing cached, then its first file read: the others are read ahead."""
+    _files(host, dirs=1, files=files)
+    wait_settled(mnt, quiet=2)
+    drop_kernel_caches()
+    sub = mnt / "dir0"
+    names = sorted(os.listdir(sub))
+    assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()
+    return sub, names
 
 
 def _read_all(root):
@@ -35,7 +40,7 @@ def test_reading_small_files_costs_a_round_trip_per_many_files(watched_share):
     host, mnt = watched_share
     _files(host)
     wait_settled(mnt, quiet=2)
-    _drop_kernel_caches()
+    drop_kernel_caches()
     stats(mnt, reset=True)
     assert _read_all(mnt) == _read_all(host)
     rpc = stats(mnt)["rpc"]
@@ -45,12 +50,7 @@ def test_reading_small_files_costs_a_round_trip_per_many_files(watched_share):
 
 def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
     host, mnt = watched_share
-    _files(host, dirs=1, files=5)
-    wait_settled(mnt, quiet=2)
-    _drop_kernel_caches()
-    sub = mnt / "dir0"
-    names = sorted(os.listdir(sub))
-    assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()  # reads ahead
+    sub, names = _first_read_of_a_cold_directory(host, mnt, files=5)
     old = (host / "dir0" / names[1]).read_bytes()
     new = bytes(reversed(old))  # same size
     (host / "dir0" / names[1]).write_bytes(new)
@@ -63,12 +63,7 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
 
 def test_files_read_ahead_are_in_the_page_cache_before_they_are_read(watched_share):
     host, mnt = watched_share
-    _files(host, dirs=1, files=40)
-    wait_settled(mnt, quiet=2)
-    _drop_kernel_caches()
-    sub = mnt / "dir0"
-    names = sorted(os.listdir(sub))  # the kernel learns every file
-    assert (sub / names[0]).read_bytes() == (host / "dir0" / names[0]).read_bytes()
+    sub, names = _first_read_of_a_cold_directory(host, mnt, files=40)
     time.sleep(1)  # the contents are pushed from a thread of their own
     stats(mnt, reset=True)
     for name in names[1:]:

@@ -87,9 +87,6 @@ class RemoteFileSystem(FileSystem):
         self._resume_lock = threading.Lock()
         self._conn = open_channel(address)
         self._stub = pb_grpc.FilesStub(self._conn.channel)
-        self._name_changes = frozenset((
-            self._stub.MkNod, self._stub.MkDir, self._stub.Symlink, self._stub.Link,
-            self._stub.Unlink, self._stub.RmDir, self._stub.Rename, self._stub.Create))
         self._metadata: tuple = ()
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._dirs: dict[int, DirBuffer] = {}
@@ -214,26 +211,11 @@ class RemoteFileSystem(FileSystem):
         except grpc.RpcError as exc:
             self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
             raise FsError(errno_of(exc)) from None
-        finally:
-            if rpc in self._name_changes:
-                # Once the server has made it (or refused it), a listing kept for the directory,
-                # even one fetched while the change was on its way, tells the old names.
-                for field in ("parent", "new_parent"):
-                    if getattr(request, field, 0):
-                        self.drop_listing(self._n(getattr(request, field)))
         self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
         self._counts.touch()
         if reply.errno:
-            if rpc in self._name_changes:
-                for field in ("parent", "new_parent"):
-                    if getattr(request, field, 0):
-                        self._names_refused(self._n(getattr(request, field)))
             raise FsError(reply.errno)
         return reply
-
-    def _names_refused(self, parent: int) -> None:
-        """The server refused a change of ``parent``'s names (EEXIST, ENOENT...): the host's
-        names there may differ from what this client thought."""
 
     def stats(self, reset: bool = False) -> dict:
         """Round trips made to the server, per call (for `bridgefs stats`)."""
@@ -340,7 +322,14 @@ class RemoteFileSystem(FileSystem):
     def _dir_changed(self, parent: int, token, attr: Attr | None) -> None:
         """It ended; ``attr``: the directory's attributes right after it, None if unknown."""
 
-    def _in_dir(self, parent: int, rpc, request):
+    def _names_refused(self, parent: int) -> None:
+        """A change of ``parent``'s names failed (EEXIST, ENOENT, a lost connection...): the
+        host's names there may differ from what this client thought."""
+
+    def _in_dir(self, parent: int, rpc, request, other_dir: int | None = None):
+        """``rpc``, a change of the names in ``parent`` (and in ``other_dir``, a rename's
+        destination)."""
+        dirs = (parent,) if other_dir in (None, parent) else (parent, other_dir)
         token = self._dir_changing(parent)
         attr = None
         try:
@@ -348,7 +337,15 @@ class RemoteFileSystem(FileSystem):
             if reply.HasField("parent"):
                 attr = self._attr(reply.parent)
             return reply
+        except FsError:
+            for d in dirs:
+                self._names_refused(d)
+            raise
         finally:
+            # Once the server has made the change (or not), a listing kept for the directory,
+            # even one fetched while the change was on its way, tells the old names.
+            for d in dirs:
+                self.drop_listing(d)
             self._dir_changed(parent, token, attr)
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
@@ -381,8 +378,9 @@ class RemoteFileSystem(FileSystem):
 
     def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
         self._writable()
-        self._call(self._stub.Rename, pb.RenameRequest(
-            parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name, flags=flags))
+        self._in_dir(parent, self._stub.Rename, pb.RenameRequest(
+            parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name,
+            flags=flags), new_parent)
 
     # --- attributes -----------------------------------------------------------------------------
     def getattr(self, ctx, ino, fh) -> AttrReply:

@@ -53,7 +53,6 @@ class WatchedFileSystem(RemoteFileSystem):
         # Directories whose names this client is changing: [changes in flight, changes begun].
         self._dir_busy: dict[int, list[int]] = {}
         self._dir_lock = threading.Lock()
-        self._attr_epoch = 0  # moves on whenever every remembered attribute is dropped
         # Moves on at every invalidation: attributes fetched across one may be older than it
         # and are not remembered (the kernel, too, discards such an answer).
         self._inval_seq = 0
@@ -111,12 +110,8 @@ class WatchedFileSystem(RemoteFileSystem):
 
     # --- cache control ----------------------------------------------------------------------------
     def set_long_caches(self, on: bool) -> None:
+        # (Turned off, everything remembered is dropped by the invalidate_all that follows.)
         self.mode = self.long_mode if on else self.short_mode
-        if not on:
-            self._attr_epoch += 1
-            self.attrs.clear()
-            self.own_dirs.clear()
-            self.drop_listings()
 
     def invalidate_entry(self, parent: int, name: bytes) -> None:
         self.own_dirs.drop(parent)
@@ -124,21 +119,20 @@ class WatchedFileSystem(RemoteFileSystem):
         self._notify(notify.inval_entry(parent, name))
 
     def invalidate_inode(self, ino: int, offset: int = 0) -> None:
-        with self._dir_lock:
-            busy = self._dir_busy.get(ino)
-            if busy:
-                busy[1] += 1  # what a change in flight brings back may predate this event
         self._inval_seq += 1
+        self._drop_node(ino)
+        self.drop_listing(ino)
+        self._notify(notify.inval_inode(ino, offset, 0))
+
+    def _drop_node(self, ino: int) -> None:
+        """Forget what this client remembers of node ``ino`` itself."""
         self.attrs.pop(ino, None)
+        self._no_caps.discard(ino)
         self.ahead.forget(ino)
         self.own_dirs.drop(ino)
-        self.drop_listing(ino)
-        self._no_caps.discard(ino)
-        self._notify(notify.inval_inode(ino, offset, 0))
 
     def invalidate_all(self) -> None:
         self._inval_seq += 1
-        self._attr_epoch += 1
         self.attrs.clear()
         self.ahead.clear()
         self.own_dirs.clear()
@@ -194,7 +188,7 @@ class WatchedFileSystem(RemoteFileSystem):
             alone = busy[0] == 0
             busy[0] += 1
             busy[1] += 1
-            return (busy[1], self._attr_epoch) if alone else None
+            return (busy[1], self._inval_seq) if alone else None
 
     def _dir_changed(self, parent: int, token, attr: Attr | None) -> None:
         with self._dir_lock:
@@ -203,8 +197,8 @@ class WatchedFileSystem(RemoteFileSystem):
             if not busy[0]:
                 del self._dir_busy[parent]
             # The attributes the server saw right after this change are the directory's now
-            # only if no other change of it, nor an event about it, overlapped this one.
-            keep = attr is not None and token == (busy[1], self._attr_epoch)
+            # only if no other change of it, nor an invalidation, overlapped this one.
+            keep = attr is not None and token == (busy[1], self._inval_seq)
             self.attrs.pop(parent, None)
             if keep:
                 self._keep_attr(parent, attr)
@@ -302,10 +296,7 @@ class WatchedFileSystem(RemoteFileSystem):
             self.replayer.forget_fake(ino)
             return
         self.names.forget(ino)
-        self.attrs.pop(ino, None)
-        self._no_caps.discard(ino)
-        self.ahead.forget(ino)
-        self.own_dirs.drop(ino)
+        self._drop_node(ino)
         super().forget(ino, nlookup)
 
     def _keep_attr(self, ino: int, attr: Attr | None, since: int | None = None) -> None:
@@ -341,8 +332,9 @@ class WatchedFileSystem(RemoteFileSystem):
     # --- reads -------------------------------------------------------------------------------------
     def read(self, ctx, ino, fh, offset, size) -> bytes:
         if not fh and self.mode.trust_pages:
-            data = self.ahead.serve(ino, self.attrs.get(ino), offset, size)
-            if data is None and offset == 0 and is_small_file(self.attrs.get(ino)):
+            attr = self.attrs.get(ino)
+            data = self.ahead.serve(ino, attr, offset, size)
+            if data is None and offset == 0 and is_small_file(attr):
                 data = self._read_ahead(ino, size)
             self.ahead.paged(ino)
             if data is not None:
