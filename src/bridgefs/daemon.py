@@ -30,9 +30,7 @@ def _stats_handler(session: Session, fs: FileSystem) -> Callable[[dict[str, Any]
             "fuse": {op: {"count": c, "total_ms": ns / 1e6, "errors": e}
                      for op, (c, ns, e) in sorted(session.stats().items())},
         }
-        extra = getattr(fs, "stats", None)
-        if callable(extra):
-            answer.update(extra(reset=bool(request.get("reset"))))
+        answer.update(fs.stats(reset=bool(request.get("reset"))))
         if request.get("reset"):
             session.reset_stats()
         return answer
@@ -42,9 +40,7 @@ def _stats_handler(session: Session, fs: FileSystem) -> Callable[[dict[str, Any]
 def _status_handler(session: Session, fs: FileSystem) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = {"mountpoint": session.mountpoint, "ready": session.ready.is_set()}
-        extra = getattr(fs, "status", None)
-        if callable(extra):
-            answer.update(extra())
+        answer.update(fs.status())
         return answer
     return handle
 
@@ -56,15 +52,11 @@ def serve_mount(fs: FileSystem, mountpoint: str, *, workers: int = 8,
     session = Session(fs, mountpoint, workers=workers, options=options, tuning=tuning)
     control = ControlServer(session.mountpoint, {"stats": _stats_handler(session, fs),
                                                  "status": _status_handler(session, fs)})
-    attach = getattr(fs, "attach", None)
-    if callable(attach):  # a filesystem that sends notifications (it follows host changes)
-        attach(session.notify, session.mountpoint)
+    fs.attach(session.notify, session.mountpoint)
     try:
         def ready() -> None:
             log.info("mounted at %s; Ctrl-C unmounts", session.mountpoint)
-            mounted = getattr(fs, "mounted", None)
-            if callable(mounted):
-                mounted()
+            fs.mounted()
             if on_ready is not None:
                 on_ready()
         session.run(on_ready=ready)

@@ -19,7 +19,7 @@ import errno
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 ROOT_ID = 1
 
@@ -171,14 +171,38 @@ def _enosys(*_args, **_kwargs):
     raise FsError(errno.ENOSYS)
 
 
+# Writes one notification (see notify.py) to the kernel; False when the kernel had nothing
+# to drop or the mount is gone.
+Notifier = Callable[[list[bytes]], bool]
+
+
 class FileSystem:
     """Base class: override what the filesystem supports; the rest answers ENOSYS."""
 
     # False for a filesystem that answers OPEN and OPENDIR with ENOSYS (the kernel's no-open
     # mode): the kernel must then not fold O_TRUNC into the open, and sends it as a SETATTR.
     opens = True
+    # True for a filesystem that refuses every change: the mount is then made read-only, so
+    # the kernel refuses writes at open (in no-open mode nothing else would).
+    read_only = False
 
     # --- life cycle -------------------------------------------------------------------------
+    # The daemon calls attach (before mounting), mounted (INIT answered), then status and stats
+    # whenever `bridgefs status`/`stats` ask, and destroy once at the end.
+    def attach(self, notifier: Notifier, mountpoint: str) -> None:
+        """Before mounting: how to send the kernel notifications, and where the mount is."""
+
+    def mounted(self) -> None:
+        """The kernel's INIT is answered: background work (change streams) may start."""
+
+    def status(self) -> dict[str, Any]:
+        """What `bridgefs status` shows beyond the mount itself."""
+        return {}
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Counters for `bridgefs stats` (reset to zero after reading when ``reset``)."""
+        return {}
+
     def init(self) -> None:
         """Called once INIT is negotiated, before any other request."""
 

@@ -46,8 +46,7 @@ class Session:
         self.mountpoint = os.path.realpath(mountpoint)
         self.tuning = tuning or Tuning()
         self.options = options or device.MountOptions()
-        if getattr(fs, "read_only", False):
-            # The kernel then refuses writes itself, at open: in no-open mode nothing else would.
+        if fs.read_only:
             self.options = dataclasses.replace(self.options, read_only=True)
         if not fs.opens:
             self.tuning = dataclasses.replace(self.tuning, atomic_o_trunc=False)
