@@ -195,7 +195,8 @@ def test_bad_names_are_never_resolved(echo, d, tmp_path):
     root, fd, key = d
     with echo.added(fd, b"../escape"):
         pass
-    assert len(echo) == 1  # the expectation only: no stat of a path through ".."
+    # The expectation and the directory's own stamp: no stat of a path through "..".
+    assert len(echo._names) == 1 and set(echo._nodes) == {key}
 
 
 # --- the stream queue ------------------------------------------------------------------------
@@ -325,7 +326,8 @@ def test_an_expectation_outlives_a_slow_watcher(d):
         os.mkdir(root / "x")
     echo.clock.now += 60  # the host was busy: the change comes a minute later
     assert echo.is_echo(node_probe(C.CREATED, root / "x", key))
-    assert len(echo) == 1  # the node record; the used-up expectation is gone
+    # The records of x and of its directory; the used-up expectation is gone.
+    assert not echo._names and set(echo._nodes) == {key, key_of(os.lstat(root / "x"))}
     echo.clock.now += 1000  # past the safety net: a change never reported is let go
     assert not echo.is_echo(Probe(C.CREATED, ((key, b"x"),)))
 
@@ -344,6 +346,34 @@ def test_a_creation_on_another_node_is_news(echo, d):
         (root / "y").write_bytes(b"")
     os.unlink(root / "y")
     assert echo.is_echo(Probe(C.CREATED, ((key, b"y"),)))
+
+
+def test_a_directory_made_here_is_an_echo_after_changes_inside_it(echo, d):
+    root, fd, key = d
+    with echo.added(fd, b"x"):
+        os.mkdir(root / "x")
+    xfd = os.open(root / "x", os.O_PATH | os.O_DIRECTORY)
+    try:
+        with echo.added(xfd, b"sub"):  # x gets a link more: a stamp the mkdir did not leave
+            os.mkdir(root / "x" / "sub")
+        with echo.added(xfd, b"f"):
+            (root / "x" / "f").write_bytes(b"")
+    finally:
+        os.close(xfd)
+    # The watcher looks at the mkdir's change only now (it was behind): still the session's.
+    assert echo.is_echo(node_probe(C.CREATED, root / "x", key))
+
+
+def test_a_node_losing_one_of_its_names_stays_an_echo(echo, d):
+    root, fd, key = d
+    (root / "f").write_bytes(b"")  # the host's file, its stamp never recorded
+    with echo.added(fd, b"h"):
+        os.link(root / "f", root / "h")
+    with echo.removed(fd, b"h"):  # f is back to one link: a stamp nobody looks at by name
+        os.unlink(root / "h")
+    assert echo.is_echo(node_probe(C.ATTRIB, root / "f", key))
+    os.chmod(root / "f", 0o604)  # the host, a moment later
+    assert not echo.is_echo(node_probe(C.ATTRIB, root / "f", key))
 
 
 def test_opening_an_existing_file_expects_no_creation(echo, d):
@@ -422,6 +452,14 @@ def test_own_changes_are_not_echoed_when_the_watcher_is_seconds_behind(tree, ser
         for i in range(300):
             assert a.Unlink(parent=d, name=b"f%d" % i).errno == 0
         assert a.RmDir(parent=1, name=b"many").errno == 0
+        # Still there when the watcher looks: a directory changed since it was made, and a
+        # file that lost one of its two names.
+        kept = a.MkDir(parent=1, name=b"kept", mode=0o755).entry.handle
+        assert a.MkDir(parent=kept, name=b"sub", mode=0o755).errno == 0
+        created = a.Create(parent=kept, name=b"f", mode=0o644, flags=os.O_WRONLY)
+        assert a.Release(handle=created.entry.handle, fh=created.fh).errno == 0
+        assert a.Link(handle=created.entry.handle, new_parent=1, new_name=b"hard").errno == 0
+        assert a.Unlink(parent=1, name=b"hard").errno == 0
         (share / "marker").write_bytes(b"")  # changes arrive in order: after this, all are in
         got = stream.wait_for(C.CREATED, "marker", timeout=60)
         assert [show(c) for c in got] == [("CREATED", "marker", "", False)]

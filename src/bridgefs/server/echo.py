@@ -13,7 +13,10 @@ back.  The server tracks no paths, so a mutation is recorded by inode identity:
   still has that stamp (or the mutation is still running): a host edit a moment later changes
   ctime and gets through, however long the record lives.  Entry changes record the stamp of the
   node left under the name too, since creating a file also reports its mode fix-up, and
-  truncating open reports a modification.
+  truncating open reports a modification.  An entry change also changes the stamp of its
+  directory, and of a node that keeps other links when one of its names goes: both are recorded
+  too, or a change looked at after them (the watcher is behind) would find a stamp the session
+  left but never recorded, and be sent back as news.
 
 How long a change takes to come back depends on how far the watcher is behind, which under load
 (an unpack of thousands of files on a busy host) is many seconds.  So records do not expire by a
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -311,21 +315,49 @@ class EchoLog:
 
 
 class _EntryOp:
-    __slots__ = ("log", "items", "keys")
+    __slots__ = ("log", "items", "keys", "dirs", "kept")
 
     def __init__(self, log: EchoLog, items):
         self.log, self.items, self.keys = log, items, []
+        self.dirs: list[tuple[int, tuple]] = []  # (dirfd, key) of each directory changed
+        self.kept: list[tuple[int, tuple]] = []  # (O_PATH fd, key) of nodes losing one name
 
     def __enter__(self):
         # Expected before the syscall, as the watcher may see the change before it returns.
         # Bookkeeping never fails a mutation: a directory that cannot be stat'ed is not recorded.
         for dirfd, name, kinds, n in self.items:
             try:
-                key = (*key_of(os.fstat(dirfd)), name)
+                dkey = key_of(os.fstat(dirfd))
             except OSError:
                 continue
+            key = (*dkey, name)
             self.keys.append((key, dirfd, name, kinds, self.log._expect(key, kinds, n)))
+            # The directory's stamp changes too: pending until its new stamp is known.
+            self.log._node_begin(dkey)
+            self.dirs.append((dirfd, dkey))
+            if kinds is not _ADD:
+                self._keep(dirfd, name)
         return self
+
+    def _keep(self, dirfd: int, name: bytes) -> None:
+        """A node with other links survives losing ``name`` with a new stamp (nlink, ctime), and
+        no name of it is looked at afterwards: hold it by an O_PATH fd to learn that stamp."""
+        if not _component(name):
+            return
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) or st.st_nlink < 2:
+                return
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except (OSError, ValueError):
+            return
+        try:
+            key = key_of(os.fstat(fd))
+        except OSError:
+            os.close(fd)
+            return
+        self.log._node_begin(key)
+        self.kept.append((fd, key))
 
     def cancel(self) -> None:
         for key, _, _, _, item in self.keys:
@@ -337,7 +369,7 @@ class _EntryOp:
                 self.log._unexpect(key, item)
             # Whatever is under the name now is this session's doing.  Only a valid single
             # component is looked at: a client's name is never resolved as a path.
-            if not name or b"/" in name or name in (b".", b".."):
+            if not _component(name):
                 continue
             try:
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
@@ -346,6 +378,24 @@ class _EntryOp:
             if kinds is _ADD and exc_type is None:
                 self.log._made(item, key_of(st))
             self.log._node_end(key_of(st), stamp_of(st), counted=False)
+        for fd, key in self.kept:
+            try:
+                stamp = stamp_of(os.fstat(fd))
+            except OSError:
+                stamp = None
+            finally:
+                os.close(fd)
+            self.log._node_end(key, stamp)
+        for dirfd, dkey in self.dirs:
+            try:
+                stamp = stamp_of(os.fstat(dirfd))
+            except OSError:
+                stamp = None
+            self.log._node_end(dkey, stamp)
+
+
+def _component(name: bytes) -> bool:
+    return bool(name) and b"/" not in name and name not in (b".", b"..")
 
 
 class _NodeOp:
