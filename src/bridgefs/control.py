@@ -3,23 +3,82 @@ mount point for its figures.  One JSON object per line each way."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import socket
+import stat
 import threading
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-RUN_DIR = "/run/bridgefs"
+
+def runtime_dirs() -> list[str]:
+    """Where this user's control sockets, logs and private sockets may live, best first.
+
+    A fresh boot has an empty /run (or none that is writable: a read-only root without a tmpfs
+    there), and a user may have no XDG_RUNTIME_DIR: the later places cover those machines."""
+    uid = os.geteuid()
+    dirs = []
+    if uid == 0:
+        dirs.append("/run/bridgefs")
+    else:
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and os.path.isabs(xdg):
+            dirs.append(os.path.join(xdg, "bridgefs"))
+        dirs.append(f"/run/user/{uid}/bridgefs")
+    dirs += [f"/tmp/bridgefs-{uid}", f"/dev/shm/bridgefs-{uid}"]
+    return dirs
+
+
+def _own_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    # A shared place like /tmp lets anyone make the folder first: use it only if it is ours.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, "exists and is not a folder of this user")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OSError(errno.EROFS, "not writable")
+    return path
+
+
+def runtime_dir() -> str:
+    """The first of ``runtime_dirs()`` that exists or can be made, owned by this user only."""
+    problems = []
+    for path in runtime_dirs():
+        try:
+            return _own_dir(path)
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror or exc}")
+    raise OSError(errno.EROFS, "no folder for bridgefs's sockets and logs: " + "; ".join(problems))
+
+
+def _socket_name(mountpoint: str) -> str:
+    return hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:20] + ".sock"
 
 
 def socket_path(mountpoint: str) -> str:
-    digest = hashlib.sha1(os.path.realpath(mountpoint).encode()).hexdigest()[:20]
-    return os.path.join(RUN_DIR if os.geteuid() == 0 else f"/tmp/bridgefs-{os.getuid()}",
-                        f"{digest}.sock")
+    """Where the control socket of the mount at ``mountpoint`` is made (the folder is created)."""
+    return os.path.join(runtime_dir(), _socket_name(mountpoint))
+
+
+def find_socket(mountpoint: str) -> str | None:
+    """The control socket of a running mount: the process that made it may have had another
+    environment (XDG_RUNTIME_DIR) than the one asking, so every place is looked at."""
+    name = _socket_name(mountpoint)
+    for path in runtime_dirs():
+        candidate = os.path.join(path, name)
+        try:
+            if stat.S_ISSOCK(os.lstat(candidate).st_mode):
+                return candidate
+        except OSError:
+            continue
+    return None
 
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -31,7 +90,6 @@ class ControlServer:
     def __init__(self, mountpoint: str, handlers: dict[str, Handler]):
         self.path = socket_path(mountpoint)
         self.handlers = handlers
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -71,7 +129,9 @@ class ControlServer:
 
 
 def ask(mountpoint: str, cmd: str, **args: Any) -> dict[str, Any]:
-    path = socket_path(mountpoint)
+    path = find_socket(mountpoint)
+    if path is None:
+        raise OSError(f"no bridgefs process serves {mountpoint}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         try:

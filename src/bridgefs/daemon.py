@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from .control import ControlServer
-from .control import socket_path
+from .control import runtime_dir, socket_path
 from .fuse.device import MountOptions, is_mounted
 from .fuse.filesystem import FileSystem
 from .fuse.negotiate import Tuning
@@ -77,7 +77,7 @@ def private_server(hostdir: str) -> Iterator[str]:
     on a unix socket in a private directory; yields the address and removes everything after."""
     if not os.path.isdir(hostdir):
         raise OSError(f"{hostdir} is not a directory")
-    private = tempfile.mkdtemp(prefix="bridgefs-run-")
+    private = tempfile.mkdtemp(prefix="bridgefs-run-", dir=runtime_dir())
     address = f"unix:{os.path.join(private, 'server.sock')}"
     # Its own session: Ctrl-C in the terminal reaches only the client, which stops the server
     # after unmounting (processes still inside a busy mount are served until then).

@@ -180,7 +180,9 @@ class PrivateSocketDir:
     """A 0700 temporary directory for unix sockets only this user may dial."""
 
     def __init__(self, prefix: str = "bridgefs-"):
-        self.path = tempfile.mkdtemp(prefix=prefix)
+        from .control import runtime_dir  # /tmp may be missing or read-only on a fresh guest
+
+        self.path = tempfile.mkdtemp(prefix=prefix, dir=runtime_dir())
         os.chmod(self.path, 0o700)
 
     def socket_path(self, name: str) -> str:

@@ -9,6 +9,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -48,7 +49,7 @@ def mount(mountpoint: str, options: MountOptions) -> int:
     mountpoint = os.path.abspath(mountpoint)
     if os.geteuid() != 0:
         return _mount_with_fusermount(mountpoint, options)
-    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    fd = _open_fuse_device()
     try:
         st = os.stat(mountpoint)
         opts = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode):o}", f"user_id={os.getuid()}",
@@ -67,6 +68,34 @@ def mount(mountpoint: str, options: MountOptions) -> int:
     return fd
 
 
+def _open_fuse_device() -> int:
+    """/dev/fuse; on a minimal system that has not loaded the module yet, load it first."""
+    try:
+        return os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    try:
+        subprocess.run(["modprobe", "fuse"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        return os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OSError(errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse)") \
+            from None
+
+
+def _fusermount() -> str:
+    """The fusermount3 to run; a minimal guest may lack it, or lack a PATH that finds it."""
+    found = shutil.which("fusermount3") or next(
+        (p for p in ("/usr/bin/fusermount3", "/bin/fusermount3", "/usr/local/bin/fusermount3")
+         if os.access(p, os.X_OK)), None)
+    if found is None:
+        raise OSError(errno.ENOENT, "fusermount3 is missing: a user other than root mounts through "
+                                    "it (Debian: apt-get install fuse3), or mount as root")
+    return found
+
+
 def _mount_with_fusermount(mountpoint: str, options: MountOptions) -> int:
     """Unprivileged mount: fusermount3 mounts and passes the device fd back over a socket."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -78,7 +107,7 @@ def _mount_with_fusermount(mountpoint: str, options: MountOptions) -> int:
             opts.append("default_permissions")
         opts.append("ro" if options.read_only else "rw")
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
-        proc = subprocess.run(["fusermount3", "-o", ",".join(opts), "--", mountpoint], env=env,
+        proc = subprocess.run([_fusermount(), "-o", ",".join(opts), "--", mountpoint], env=env,
                               pass_fds=(theirs.fileno(),), capture_output=True, text=True)
         if proc.returncode != 0:
             raise OSError(errno.EPERM, f"fusermount3 failed: {proc.stderr.strip()}")
@@ -156,7 +185,7 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
     """Unmount; raises OSError (EBUSY when in use and not lazy)."""
     mountpoint = os.path.abspath(mountpoint)
     if os.geteuid() != 0:
-        cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + ["--", mountpoint]
+        cmd = [_fusermount(), "-u"] + (["-z"] if lazy else []) + ["--", mountpoint]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             busy = "busy" in proc.stderr.lower()
