@@ -53,9 +53,9 @@ def cmd_memfs(args: argparse.Namespace) -> int:
 
 
 def _remote_fs(args: argparse.Namespace, address: str, share: str):
-    from .client.watched import WatchedFileSystem
+    from .client.watched import WatchedShare
 
-    return WatchedFileSystem(address, share, entry_timeout=args.entry_timeout,
+    return WatchedShare(address, share, entry_timeout=args.entry_timeout,
                              attr_timeout=args.attr_timeout, uid=args.uid, gid=args.gid,
                              read_only=args.read_only, watch=not args.no_events,
                              long_timeout=args.cache_timeout)
@@ -132,7 +132,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridgefs", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bridgefs {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every connection and error")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every connection and error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("memfs", help="mount an in-memory filesystem (for trying FUSE out)")
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
 
     p = sub.add_parser("mount", help="mount a served share (run in the VM)")
-    p.add_argument("address", help="vsock:CID:PORT, unix:PATH or tcp:HOST:PORT")
+    p.add_argument("address", help="vsock:CID:PORT, serial:NAME (virtio-serial port), unix:PATH "
+                                   "or tcp:HOST:PORT")
     p.add_argument("share", help="the share's name, as given to serve --share NAME=PATH")
     p.add_argument("mountpoint")
     p.add_argument("-f", "--foreground", action="store_true",
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # the server has its own parser (it also runs without the client)
-        from .server.main import serve_main
+        from .serial import serve_main  # the server's, with serial: listens relayed in front
 
         return serve_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -1,6 +1,10 @@
 """Endpoint addresses as typed on the command line.
 
-``vsock:CID:PORT``, ``unix:PATH`` and ``tcp:HOST:PORT``.
+``vsock:CID:PORT``, ``unix:PATH``, ``tcp:HOST:PORT`` and ``serial:PORT``.
+
+``serial:`` is a virtio-serial port (QEMU without vhost-vsock): in the guest PORT is the port's
+name (``-device virtserialport,name=NAME``) or its device (``/dev/vport0p1``); on the host it is
+the unix socket that QEMU's ``-chardev socket`` connects to.  See bridgefs.serial.
 
 ``vsock:any:PORT`` (or CID -1) listens on every CID (VMADDR_CID_ANY); the host is CID 2.
 IPv6 hosts go in brackets: ``tcp:[::1]:7000``.  Port 0 asks the system for a free port when
@@ -13,20 +17,20 @@ import socket
 from dataclasses import dataclass
 
 VMADDR_CID_ANY = 0xFFFFFFFF
-_KINDS = ("vsock", "unix", "tcp")
+_KINDS = ("vsock", "unix", "tcp", "serial")
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    kind: str  # "vsock" | "unix" | "tcp"
+    kind: str  # "vsock" | "unix" | "tcp" | "serial"
     host: str = ""  # tcp: host name or IP literal (without brackets)
     port: int = 0  # tcp and vsock
-    path: str = ""  # unix
+    path: str = ""  # unix; serial: a port's name or device (guest), a unix socket (host)
     cid: int = 0  # vsock
 
     def __str__(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
+        if self.kind in ("unix", "serial"):
+            return f"{self.kind}:{self.path}"
         if self.kind == "vsock":
             cid = "any" if self.cid == VMADDR_CID_ANY else str(self.cid)
             return f"vsock:{cid}:{self.port}"
@@ -40,11 +44,11 @@ class Address:
         if self.kind == "tcp":
             host = f"[{self.host}]" if ":" in self.host else self.host
             return f"{host}:{self.port}"
-        raise ValueError(f"grpcio cannot dial {self}: vsock goes through bridgefs.vsock")
+        raise ValueError(f"grpcio cannot dial {self}: it goes through bridgefs.vsock or .serial")
 
     def sockaddr(self) -> tuple[int, object]:
         """(family, address) for the socket module."""
-        if self.kind == "unix":
+        if self.kind in ("unix", "serial"):  # serial: the host's socket for QEMU
             return socket.AF_UNIX, self.path
         if self.kind == "vsock":
             return socket.AF_VSOCK, (self.cid, self.port)
@@ -99,13 +103,13 @@ def parse_address(spec: str) -> Address:
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in _KINDS:
         raise ValueError(
-            f"bad address {spec!r}: expected vsock:CID:PORT, unix:PATH or tcp:HOST:PORT")
-    if kind == "unix":
+            f"bad address {spec!r}: expected vsock:CID:PORT, unix:PATH, tcp:HOST:PORT or serial:PORT")
+    if kind in ("unix", "serial"):
         if not rest:
-            raise ValueError(f"bad unix address {spec!r}: empty path")
+            raise ValueError(f"bad {kind} address {spec!r}: empty path")
         if "\0" in rest:
-            raise ValueError(f"bad unix address {spec!r}: NUL in path")
-        return Address("unix", path=rest)
+            raise ValueError(f"bad {kind} address {spec!r}: NUL in path")
+        return Address(kind, path=rest)
     if kind == "vsock":
         return _parse_vsock(rest, spec)
     return _parse_tcp(rest, spec)

@@ -1,4 +1,5 @@
-"""Address string -> gRPC channel, with the vsock leg relayed through a private unix socket.
+"""Address string -> gRPC channel, with a vsock or virtio-serial leg relayed through a private
+unix socket.
 
 Message limits on both ends are MAX_MESSAGE (1 MiB of payload plus headroom).  Reconnect backoff
 is kept short so that a restarted server is found again within seconds; calls made while the
@@ -14,6 +15,7 @@ import grpc
 from bridgefs.address import parse_address
 from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE
+from bridgefs.serial import SerialDialer
 from bridgefs.vsock import Forwarder, PrivateSocketDir, vsock_dialer
 
 CHANNEL_OPTIONS = [
@@ -42,18 +44,27 @@ def errno_of(exc: grpc.RpcError) -> int:
 
 
 class Connection:
-    """A channel to one server address, plus the vsock relay it may need."""
+    """A channel to one server address, plus the vsock or serial relay it may need."""
 
     def __init__(self, address: str):
         self.address = address
         addr = parse_address(address)
         keep_freed_memory()
-        self._relay: Forwarder | None = None
+        self._relay: Forwarder | SerialDialer | None = None
         self._dir: PrivateSocketDir | None = None
         if addr.kind == "vsock":
             self._dir = PrivateSocketDir("bridgefs-mount-")
             path = self._dir.socket_path("vsock.sock")
             self._relay = vsock_dialer(addr.cid, addr.port, path)
+            target = f"unix:{path}"
+        elif addr.kind == "serial":
+            self._dir = PrivateSocketDir("bridgefs-mount-")
+            path = self._dir.socket_path("serial.sock")
+            try:
+                self._relay = SerialDialer(addr.path, path)
+            except BaseException:
+                self._dir.cleanup()
+                raise
             target = f"unix:{path}"
         else:
             target = addr.grpc_target()
