@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # Bump when the layout or the generator changes, so old datasets are not reused.
 FORMAT = 3

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MOUNT_TIMEOUT = 20.0
 
@@ -249,7 +249,7 @@ class FusePeer(Peer):
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=MOUNT_TIMEOUT)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             self._close()
-            raise PeerUnavailable(f"mounted but not answering ({exc}): {self.log_tail()}")
+            raise PeerUnavailable(f"mounted but not answering ({exc}): {self.log_tail()}") from exc
 
     def env(self) -> dict[str, str] | None:
         return None

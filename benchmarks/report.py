@@ -21,7 +21,7 @@ def finalize(run: dict) -> None:
     for w in run["workloads"]:
         native = w["columns"].get("native", {})
         native_med = _median(native.get("times"))
-        for col, cell in w["columns"].items():
+        for cell in w["columns"].values():
             times = cell.get("times") or []
             if not times:
                 continue
@@ -90,10 +90,7 @@ def table(run: dict) -> str:
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     for w in run["workloads"]:
         la = f"{w['loadavg_start'][0]:.1f}" if w.get("loadavg_start") else ""
-        if w.get("skip"):
-            cells = ["skipped"] * len(cols)
-        else:
-            cells = [cell_text(w, c, run) for c in cols]
+        cells = ["skipped"] * len(cols) if w.get("skip") else [cell_text(w, c, run) for c in cols]
         lines.append(f"| {w['key']} {w['title']} | " + " | ".join(cells) + f" | {la} |")
     return "\n".join(lines)
 

@@ -24,8 +24,17 @@ import traceback
 
 from . import dataset, report
 from .peers import PEERS, PeerUnavailable, Registry, mount_points, unmount
-from .workloads import (Ctx, RunFailed, Workload, base_env, drop_caches, remove_leftovers,
-                        run_untimed, select, timed)
+from .workloads import (
+    Ctx,
+    RunFailed,
+    Workload,
+    base_env,
+    drop_caches,
+    remove_leftovers,
+    run_untimed,
+    select,
+    timed,
+)
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent

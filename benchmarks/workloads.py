@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .dataset import PY_IMPORT, Dataset
 from .peers import Peer
@@ -242,8 +242,8 @@ def _import_prewarm(ctx: Ctx) -> list[list[str]]:
                 f" if not (getattr(v, '__file__', None) or '').startswith({pylib!r})))")
         _stdlib_modules.extend(run_untimed([PY, "-I", "-S", "-B", "-c", code], base_env(),
                                            ctx.workdir).split())
-    code = ("import importlib\nfor m in %r:\n    try: importlib.import_module(m)\n"
-            "    except Exception: pass" % (_stdlib_modules,))
+    code = (f"import importlib\nfor m in {_stdlib_modules!r}:\n"
+            "    try: importlib.import_module(m)\n    except Exception: pass")
     return [[PY, "-I", "-S", "-B", "-c", code]]
 
 

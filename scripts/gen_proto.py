@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PROTO = "bridgefs/v1/files.proto"
 DEFAULT_OUT = ROOT / "src" / "bridgefs" / "rpc"
-GENERATED = ("bridgefs/v1/files_pb2.py", "bridgefs/v1/files_pb2.pyi", "bridgefs/v1/files_pb2_grpc.py")
+GENERATED = (
+    "bridgefs/v1/files_pb2.py", "bridgefs/v1/files_pb2.pyi", "bridgefs/v1/files_pb2_grpc.py",
+)
 _IMPORT_FROM = "from bridgefs.v1 import files_pb2"
 _IMPORT_TO = "from bridgefs.rpc.bridgefs.v1 import files_pb2"
 

@@ -14,8 +14,8 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .fuse.filesystem import (
     ROOT_ID,
@@ -668,7 +668,8 @@ class MemFS(FileSystem):
     def opendir(self, ctx: Context, ino: int, flags: int) -> Opened:
         with self._lock:
             # The kernel drops a cached listing at an opendir answered without KEEP_CACHE.
-            return self._open(self._dir(ino), Opened(cache_dir=self.cache_dir, keep_cache=self.cache_dir))
+            opened = Opened(cache_dir=self.cache_dir, keep_cache=self.cache_dir)
+            return self._open(self._dir(ino), opened)
 
     def readdir(self, ctx: Context, ino: int, fh: int, offset: int,
                 plus: bool) -> Iterator[DirEntry]:
