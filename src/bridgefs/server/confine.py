@@ -1,9 +1,8 @@
-"""The only place the server turns client-supplied names into host files.
-
-Rules, all enforced here:
+"""The rules by which the server turns client-supplied names into host files.
 
 * A name is one component: not empty, no ``/``, no NUL, not ``.`` or ``..`` (EINVAL), at most
-  255 bytes (ENAMETOOLONG).
+  255 bytes (ENAMETOOLONG).  ``Name`` is a name that passed these checks: it cannot be made
+  otherwise, and at.py, which holds every system call taking a name, takes nothing else.
 * Names resolve with ``openat(parent_fd, name, O_PATH | O_NOFOLLOW)`` relative to an O_PATH fd the
   server already holds, so resolution never walks a path and never follows a symlink: a symlink
   becomes a node of its own whose target is only ever read as text.
@@ -20,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import final
 
 NAME_MAX = 255
 
@@ -28,7 +28,6 @@ NAME_MAX = 255
 # server does not use, and O_NOATIME fails with EPERM on files the server's user does not own.
 PASS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
               | getattr(os, "O_LARGEFILE", 0))
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Refused(OSError):
@@ -39,18 +38,34 @@ class Refused(OSError):
         self.reason = reason
 
 
-def check_name(name: bytes) -> bytes:
-    if not isinstance(name, bytes):
-        raise Refused(errno.EINVAL, "name is not bytes")
-    if not name:
-        raise Refused(errno.EINVAL, "empty name")
-    if b"/" in name or b"\0" in name:
-        raise Refused(errno.EINVAL, f"name with '/' or NUL: {name[:64]!r}")
-    if name in (b".", b".."):
-        raise Refused(errno.EINVAL, f"dot name {name!r}")
-    if len(name) > NAME_MAX:
-        raise Refused(errno.ENAMETOOLONG, f"name of {len(name)} bytes")
-    return name
+@final
+class Name(bytes):
+    """One name component that obeys the rules above; constructing one checks it, so a Name
+    that breaks them cannot exist.  Slicing or joining gives plain bytes, never a Name."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # A subclass could construct itself without the checks.
+        raise TypeError("Name cannot be subclassed")
+
+    def __new__(cls, name: bytes) -> Name:
+        if not isinstance(name, bytes):
+            raise Refused(errno.EINVAL, "name is not bytes")
+        if not name:
+            raise Refused(errno.EINVAL, "empty name")
+        if b"/" in name or b"\0" in name:
+            raise Refused(errno.EINVAL, f"name with '/' or NUL: {name[:64]!r}")
+        if name in (b".", b".."):
+            raise Refused(errno.EINVAL, f"dot name {name!r}")
+        if len(name) > NAME_MAX:
+            raise Refused(errno.ENAMETOOLONG, f"name of {len(name)} bytes")
+        return super().__new__(cls, name)
+
+
+def check_name(name: bytes) -> Name:
+    """``name`` as a Name, or Refused (an OSError) saying which rule it breaks."""
+    return name if isinstance(name, Name) else Name(name)
 
 
 def proc_path(fd: int) -> str:
@@ -59,11 +74,6 @@ def proc_path(fd: int) -> str:
     For operations on the inode that never open it for I/O (chmod, xattrs, link, access); I/O
     goes through ``reopen``."""
     return f"/proc/self/fd/{fd}"
-
-
-def lookup(dirfd: int, name: bytes) -> int:
-    """An O_PATH fd for ``name`` inside the directory ``dirfd``, never following a symlink."""
-    return os.open(check_name(name), _PATH_FLAGS, dir_fd=dirfd)
 
 
 def node_of(fd: int) -> int:
@@ -94,29 +104,3 @@ def reopen_dir(node_fd: int) -> int:
     if not stat.S_ISDIR(st.st_mode):
         raise OSError(errno.ENOTDIR, "not a directory")
     return os.open(proc_path(node_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def create(dirfd: int, name: bytes, flags: int, mode: int) -> tuple[int, bool]:
-    """Create-or-open ``name`` as a regular file; returns (io_fd, created).
-
-    O_CREAT without O_EXCL would open an existing FIFO or device (and follow nothing, but block
-    on a FIFO), so the file is created with O_EXCL and an existing name goes through lookup and
-    the same type check as any other open."""
-    check_name(name)
-    io_flags = (flags & PASS_FLAGS) | os.O_CLOEXEC
-    for _ in range(8):
-        try:
-            fd = os.open(name, io_flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dirfd)
-            return fd, True
-        except FileExistsError:
-            if flags & os.O_EXCL:
-                raise
-        try:
-            node = lookup(dirfd, name)
-        except FileNotFoundError:
-            continue  # removed between the two calls: try creating again
-        try:
-            return reopen(node, flags), False
-        finally:
-            os.close(node)
-    raise OSError(errno.EAGAIN, "name keeps appearing and disappearing")

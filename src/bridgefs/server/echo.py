@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 
 from bridgefs.rpc import pb
+from bridgefs.server import at
+from bridgefs.server.confine import Name, Refused, check_name
 
 TTL = 120.0
 LIMIT = 1 << 16
@@ -342,13 +344,14 @@ class _EntryOp:
     def _keep(self, dirfd: int, name: bytes) -> None:
         """A node with other links survives losing ``name`` with a new stamp (nlink, ctime), and
         no name of it is looked at afterwards: hold it by an O_PATH fd to learn that stamp."""
-        if not _component(name):
+        checked = _component(name)
+        if checked is None:
             return
         try:
-            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            st = at.stat(dirfd, checked)
             if stat.S_ISDIR(st.st_mode) or st.st_nlink < 2:
                 return
-            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            fd = at.lookup(dirfd, checked)
         except (OSError, ValueError):
             return
         try:
@@ -369,10 +372,11 @@ class _EntryOp:
                 self.log._unexpect(key, item)
             # Whatever is under the name now is this session's doing.  Only a valid single
             # component is looked at: a client's name is never resolved as a path.
-            if not _component(name):
+            checked = _component(name)
+            if checked is None:
                 continue
             try:
-                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                st = at.stat(dirfd, checked)
             except (OSError, ValueError):
                 continue
             if kinds is _ADD and exc_type is None:
@@ -394,8 +398,11 @@ class _EntryOp:
             self.log._node_end(dkey, stamp)
 
 
-def _component(name: bytes) -> bool:
-    return bool(name) and b"/" not in name and name not in (b".", b"..")
+def _component(name: bytes) -> Name | None:
+    try:
+        return check_name(name)
+    except Refused:
+        return None
 
 
 class _NodeOp:

@@ -3,7 +3,8 @@
 Every method takes server handles and single names, resolves them through the session's tables
 and confine.py, and either returns plain values (stat results, handles, bytes) or raises OSError
 with the host's errno.  No paths from the client exist here; the only path strings are the
-``/proc/self/fd/N`` magic links confine.proc_path builds for fds the server already holds.
+``/proc/self/fd/N`` magic links confine.proc_path builds for fds the server already holds, and
+a client's name reaches the host only as a ``confine.Name`` through at.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import fcntl
 import os
 import stat
 
-from bridgefs.server import confine, syscalls
+from bridgefs.server import at, confine, syscalls
+from bridgefs.server.confine import Name
 from bridgefs.server.dirs import DirListing, dtype_of_mode
 from bridgefs.server.echo import EchoLog
 from bridgefs.server.handles import NodeTable, OpenTable
@@ -28,7 +30,6 @@ MAX_READDIR = 1024
 MAX_LISTDIR = 4096
 MAX_SUBTREE = 8192  # records of the subdirectories one ListDir may add
 MAX_READ_FILES = 1024  # files one ReadFiles reads at most
-_RENAME_FLAGS = syscalls.RENAME_NOREPLACE | syscalls.RENAME_EXCHANGE | syscalls.RENAME_WHITEOUT
 
 
 def _process_umask() -> int:
@@ -74,8 +75,8 @@ class LocalFs:
             raise
         return self.nodes.issue(fd, st), st
 
-    def _lookup_issue(self, dirfd: int, name: bytes) -> tuple[int, os.stat_result]:
-        return self._issue(confine.lookup(dirfd, name))
+    def _lookup_issue(self, dirfd: int, name: Name) -> tuple[int, os.stat_result]:
+        return self._issue(at.lookup(dirfd, name))
 
     @contextlib.contextmanager
     def _io(self, fh: int, handle: int, flags: int, kind: str = "file"):
@@ -97,9 +98,9 @@ class LocalFs:
             finally:
                 os.close(fd)
 
-    def _close_writer(self, dirfd: int, name: bytes) -> None:
+    def _close_writer(self, dirfd: int, name: Name) -> None:
         try:
-            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            st = at.stat(dirfd, name)
         except OSError:
             return  # the unlink will say what is wrong
         self.writers.close_inode((st.st_dev, st.st_ino))
@@ -108,20 +109,24 @@ class LocalFs:
         # The host process umask may have masked bits the client asked for explicitly.
         if wanted & self._umask:
             with self.echo.node(fd):
-                os.chmod(confine.proc_path(fd) if via_proc else fd, wanted)
+                if via_proc:
+                    os.chmod(confine.proc_path(fd), wanted)
+                else:
+                    os.fchmod(fd, wanted)
 
     # --- names -------------------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> tuple[int, os.stat_result]:
+        name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd:
             return self._lookup_issue(dirfd, name)
 
     def mknod(self, parent: int, name: bytes, mode: int, rdev: int, umask: int):
         self._writable("mknod")
-        confine.check_name(name)
+        name = confine.check_name(name)
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd:
             with self.echo.added(dirfd, name):
-                os.mknod(name, stat.S_IFMT(mode) | perm, rdev, dir_fd=dirfd)
+                at.mknod(dirfd, name, stat.S_IFMT(mode) | perm, rdev)
             handle, st = self._lookup_issue(dirfd, name)
         with self.nodes.use(handle) as fd:
             self._fix_mode(fd, perm)
@@ -129,11 +134,11 @@ class LocalFs:
 
     def mkdir(self, parent: int, name: bytes, mode: int, umask: int):
         self._writable("mkdir")
-        confine.check_name(name)
+        name = confine.check_name(name)
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd:
             with self.echo.added(dirfd, name):
-                os.mkdir(name, perm, dir_fd=dirfd)
+                at.mkdir(dirfd, name, perm)
             handle, st = self._lookup_issue(dirfd, name)
         if perm & self._umask:
             with self.nodes.use(handle) as fd:
@@ -143,51 +148,50 @@ class LocalFs:
 
     def symlink(self, parent: int, name: bytes, target: bytes):
         self._writable("symlink")
-        confine.check_name(name)
+        name = confine.check_name(name)
         if not target or b"\0" in target or len(target) >= 4096:
             raise OSError(errno.EINVAL if len(target) < 4096 else errno.ENAMETOOLONG, "bad target")
         with self.nodes.use(parent) as dirfd:
             with self.echo.added(dirfd, name):
-                os.symlink(target, name, dir_fd=dirfd)
+                at.symlink(target, dirfd, name)
             return self._lookup_issue(dirfd, name)
 
     def link(self, handle: int, new_parent: int, new_name: bytes):
         self._writable("link")
-        confine.check_name(new_name)
+        new_name = confine.check_name(new_name)
         with self.nodes.use(handle) as fd, self.nodes.use(new_parent) as dirfd:
-            # linkat through the magic link links the very inode we hold (no name is re-resolved).
             with self.echo.node(fd), self.echo.added(dirfd, new_name):
-                os.link(confine.proc_path(fd), new_name, dst_dir_fd=dirfd, follow_symlinks=True)
+                at.link(fd, dirfd, new_name)
             st = os.fstat(fd)
         self.nodes.ref(handle)
         return handle, st
 
     def unlink(self, parent: int, name: bytes) -> None:
         self._writable("unlink")
-        confine.check_name(name)
+        name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd:
             self._close_writer(dirfd, name)
             with self.echo.removed(dirfd, name):
-                os.unlink(name, dir_fd=dirfd)
+                at.unlink(dirfd, name)
 
     def rmdir(self, parent: int, name: bytes) -> None:
         self._writable("rmdir")
-        confine.check_name(name)
+        name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
-            os.rmdir(name, dir_fd=dirfd)
+            at.rmdir(dirfd, name)
 
     def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
         self._writable("rename")
-        confine.check_name(name)
-        confine.check_name(new_name)
-        if flags & ~_RENAME_FLAGS:
+        name = confine.check_name(name)
+        new_name = confine.check_name(new_name)
+        if flags & ~at.RENAME_FLAGS:
             raise OSError(errno.EINVAL, f"rename flags {flags:#x}")
         with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
             self._close_writer(olddir, name)
             self._close_writer(newdir, new_name)
             with self.echo.moved(olddir, name, newdir, new_name,
                                  flags & syscalls.RENAME_EXCHANGE):
-                syscalls.renameat2(olddir, name, newdir, new_name, flags)
+                at.rename(olddir, name, newdir, new_name, flags)
 
     def forget(self, items) -> None:
         for handle, count in items:
@@ -240,7 +244,7 @@ class LocalFs:
 
     def readlink(self, handle: int) -> bytes:
         with self.nodes.use(handle) as fd:
-            return os.readlink(b"", dir_fd=fd)
+            return at.readlink_node(fd)
 
     def access(self, handle: int, mask: int) -> None:
         if mask & os.W_OK and self.share.read_only:
@@ -301,11 +305,12 @@ class LocalFs:
         """(handle, stat, fh, whether the file was made rather than an existing one opened);
         without ``keep_open`` the file is closed once made and fh is 0."""
         self._writable("create")
+        name = confine.check_name(name)
         if keep_open:
             self.files.check_room()
         perm = mode & 0o7777 & ~umask
         with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name) as added:
-            fd, created = confine.create(dirfd, name, flags, perm)
+            fd, created = at.create(dirfd, name, flags, perm)
             if not created:  # an existing file opened: no creation will be reported
                 added.cancel()
         try:
@@ -524,7 +529,7 @@ class LocalFs:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) == self.share.root_key:
             return st.st_ino, st.st_ino  # the share root is its own parent, as in a chroot
-        return st.st_ino, os.stat("..", dir_fd=fd, follow_symlinks=False).st_ino
+        return st.st_ino, at.stat_parent(fd).st_ino
 
     def _read_listing(self, fd: int, listing: DirListing, offset: int, plus: bool, count: int):
         out = []
@@ -533,7 +538,7 @@ class LocalFs:
             entry = None
             if plus and name not in (b".", b".."):
                 try:
-                    entry = self._lookup_issue(fd, name)
+                    entry = self._lookup_issue(fd, confine.check_name(name))
                 except FileNotFoundError:
                     continue  # removed since it was listed
                 except OSError as exc:

@@ -27,10 +27,12 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from bridgefs.server import at
 from bridgefs.server.changes import (
     CLOSED, CREATED, ENTRY_KINDS, GONE, MODIFIED, OVERFLOW_CHANGE, QUEUE_LIMIT, WATCHING,
     Subscription, message, on_overflow, translate,
 )
+from bridgefs.server.confine import check_name
 from bridgefs.server.echo import Probe, key_of, stamp_of
 
 log = logging.getLogger("bridgefs.server")
@@ -168,9 +170,8 @@ class ShareWatch(FileSystemEventHandler):
 
     def _stat(self, parts):
         try:
-            return os.stat(b"/".join(parts) or b".", dir_fd=self.share.root_fd,
-                           follow_symlinks=False)
-        except (OSError, ValueError):
+            return at.stat_below(self.share.root_fd, [check_name(p) for p in parts])
+        except OSError:  # a part that is no name (Refused) too
             return None
 
     def _probe(self, change) -> Probe:
