@@ -1,6 +1,7 @@
 """Numbers and struct layouts of the FUSE kernel protocol 7.38 (``/usr/include/linux/fuse.h``).
 
-Only layouts live here; what they mean is in requests.py, replies.py and notify.py.
+Only layouts live here; what they mean is in requests.py, replies.py and notify.py.  The opcodes
+go on past 7.38: a newer kernel sends them whatever minor version INIT agreed on.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Op(enum.IntEnum):
     REMOVEMAPPING = 49
     SYNCFS = 50
     TMPFILE = 51
+    STATX = 52  # 7.39
+    COPY_FILE_RANGE_64 = 53  # 7.45: a 64-bit byte count in the reply; tried before COPY_FILE_RANGE
 
 
 class Notify(enum.IntEnum):
@@ -155,6 +158,7 @@ GETXATTR_OUT = struct.Struct("<II")
 LK_OUT = struct.Struct("<QQII")
 BMAP_OUT = struct.Struct("<Q")
 LSEEK_OUT = struct.Struct("<Q")
+COPY_FILE_RANGE_OUT = struct.Struct("<Q")
 POLL_OUT = struct.Struct("<II")
 IOCTL_OUT = struct.Struct("<iIII")
 INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")

@@ -16,10 +16,12 @@ A filesystem must keep an inode alive (even unlinked) until then.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, NoReturn
 
 ROOT_ID = 1
 
@@ -76,7 +78,7 @@ class Attr:
     blksize: int = 4096
 
     @classmethod
-    def from_stat(cls, st) -> "Attr":
+    def from_stat(cls, st: os.stat_result) -> Attr:
         return cls(
             ino=st.st_ino, mode=st.st_mode, nlink=st.st_nlink, uid=st.st_uid, gid=st.st_gid,
             rdev=st.st_rdev, size=st.st_size, blocks=st.st_blocks, atime_ns=st.st_atime_ns,
@@ -167,7 +169,7 @@ class Lock:
     pid: int
 
 
-def _enosys(*_args, **_kwargs):
+def _enosys() -> NoReturn:
     raise FsError(errno.ENOSYS)
 
 

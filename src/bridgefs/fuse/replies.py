@@ -7,7 +7,6 @@ Each reply type knows its payload layout (``pack``) and, for tests and tools, ho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from . import abi
 from .filesystem import Attr, AttrReply, Entry, Lock, Opened, StatFs
@@ -25,13 +24,13 @@ def join_timeout(whole: int, nsec: int) -> float:
     return whole + nsec / 1e9
 
 
-def attr_values(a: Attr) -> tuple:
+def attr_values(a: Attr) -> tuple[int, ...]:
     return (a.ino, a.size, a.blocks, a.atime_ns // 10**9, a.mtime_ns // 10**9, a.ctime_ns // 10**9,
             a.atime_ns % 10**9, a.mtime_ns % 10**9, a.ctime_ns % 10**9, a.mode, a.nlink, a.uid,
             a.gid, a.rdev, a.blksize, 0)
 
 
-def attr_from_values(v: tuple) -> Attr:
+def attr_from_values(v: tuple[int, ...]) -> Attr:
     ino, size, blocks, at, mt, ct, atn, mtn, ctn, mode, nlink, uid, gid, rdev, blksize, _ = v
     return Attr(ino=ino, mode=mode, nlink=nlink, uid=uid, gid=gid, rdev=rdev, size=size,
                 blocks=blocks, atime_ns=at * 10**9 + atn, mtime_ns=mt * 10**9 + mtn,
@@ -70,13 +69,12 @@ def opened_from_flags(fh: int, flags: int) -> Opened:
 
 class Reply:
     __slots__ = ()
-    KIND: ClassVar[str]
 
     def pack(self) -> bytes | list[bytes]:
         raise NotImplementedError
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "Reply":
+    def unpack(cls, payload: bytes) -> Reply:
         raise NotImplementedError
 
 
@@ -86,7 +84,7 @@ class Empty(Reply):
         return b""
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "Empty":
+    def unpack(cls, payload: bytes) -> Empty:
         return cls()
 
 
@@ -98,7 +96,7 @@ class EntryOut(Reply):
         return pack_entry(self.entry)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "EntryOut":
+    def unpack(cls, payload: bytes) -> EntryOut:
         return cls(unpack_entry(payload))
 
 
@@ -111,7 +109,7 @@ class AttrOut(Reply):
         return abi.ATTR_OUT.pack(sec, nsec, 0, *attr_values(self.reply.attr))
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "AttrOut":
+    def unpack(cls, payload: bytes) -> AttrOut:
         v = abi.ATTR_OUT.unpack_from(payload)
         return cls(AttrReply(attr_from_values(v[3:]), join_timeout(v[0], v[1])))
 
@@ -124,7 +122,7 @@ class OpenOut(Reply):
         return abi.OPEN_OUT.pack(self.opened.fh, open_flags(self.opened), 0)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "OpenOut":
+    def unpack(cls, payload: bytes) -> OpenOut:
         fh, flags, _ = abi.OPEN_OUT.unpack_from(payload)
         return cls(opened_from_flags(fh, flags))
 
@@ -138,7 +136,7 @@ class CreateOut(Reply):
         return pack_entry(self.entry) + OpenOut(self.opened).pack()
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "CreateOut":
+    def unpack(cls, payload: bytes) -> CreateOut:
         return cls(unpack_entry(payload), OpenOut.unpack(payload[abi.ENTRY_OUT.size:]).opened)
 
 
@@ -150,8 +148,22 @@ class WriteOut(Reply):
         return abi.WRITE_OUT.pack(self.size, 0)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "WriteOut":
+    def unpack(cls, payload: bytes) -> WriteOut:
         return cls(abi.WRITE_OUT.unpack_from(payload)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOut(Reply):
+    """COPY_FILE_RANGE_64: the byte count is 64 bits wide (WriteOut's is 32)."""
+
+    size: int
+
+    def pack(self) -> bytes:
+        return abi.COPY_FILE_RANGE_OUT.pack(self.size)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> CopyOut:
+        return cls(abi.COPY_FILE_RANGE_OUT.unpack_from(payload)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +176,7 @@ class StatFsOut(Reply):
                                    s.namelen, s.frsize, 0)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "StatFsOut":
+    def unpack(cls, payload: bytes) -> StatFsOut:
         b, bf, ba, f, ff, bs, nl, fr, _ = abi.STATFS_OUT.unpack_from(payload)
         return cls(StatFs(b, bf, ba, f, ff, bs, nl, fr))
 
@@ -179,7 +191,18 @@ class Data(Reply):
         return self.data
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "Data":
+    def unpack(cls, payload: bytes) -> Data:
+        return cls(bytes(payload))
+
+
+@dataclass(frozen=True, slots=True)
+class DirData(Data):
+    """A READDIRPLUS buffer, with the nodes it handed to the kernel (each counted once)."""
+
+    counted: tuple[int, ...] = ()
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> DirData:
         return cls(bytes(payload))
 
 
@@ -191,7 +214,7 @@ class XattrSize(Reply):
         return abi.GETXATTR_OUT.pack(self.size, 0)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "XattrSize":
+    def unpack(cls, payload: bytes) -> XattrSize:
         return cls(abi.GETXATTR_OUT.unpack_from(payload)[0])
 
 
@@ -204,7 +227,7 @@ class LkOut(Reply):
         return abi.LK_OUT.pack(lk.start, lk.end, lk.type, lk.pid)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "LkOut":
+    def unpack(cls, payload: bytes) -> LkOut:
         return cls(Lock(*abi.LK_OUT.unpack_from(payload)))
 
 
@@ -216,7 +239,7 @@ class BmapOut(Reply):
         return abi.BMAP_OUT.pack(self.block)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "BmapOut":
+    def unpack(cls, payload: bytes) -> BmapOut:
         return cls(abi.BMAP_OUT.unpack_from(payload)[0])
 
 
@@ -228,7 +251,7 @@ class LseekOut(Reply):
         return abi.LSEEK_OUT.pack(self.offset)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "LseekOut":
+    def unpack(cls, payload: bytes) -> LseekOut:
         return cls(abi.LSEEK_OUT.unpack_from(payload)[0])
 
 
@@ -240,7 +263,7 @@ class PollOut(Reply):
         return abi.POLL_OUT.pack(self.revents, 0)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "PollOut":
+    def unpack(cls, payload: bytes) -> PollOut:
         return cls(abi.POLL_OUT.unpack_from(payload)[0])
 
 
@@ -253,7 +276,7 @@ class IoctlOut(Reply):
         return abi.IOCTL_OUT.pack(self.result, 0, 0, 0) + self.data
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "IoctlOut":
+    def unpack(cls, payload: bytes) -> IoctlOut:
         result = abi.IOCTL_OUT.unpack_from(payload)[0]
         return cls(result, bytes(payload[abi.IOCTL_OUT.size:]))
 
@@ -276,7 +299,7 @@ class InitOut(Reply):
                                  self.time_gran, self.max_pages, 0, self.flags >> 32)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> "InitOut":
+    def unpack(cls, payload: bytes) -> InitOut:
         (major, minor, ra, flags, bg, cong, mw, tg, mp, _align,
          flags2) = abi.INIT_OUT.unpack_from(payload)
         return cls(major, minor, ra, flags | (flags2 << 32), bg, cong, mw, tg, mp)

@@ -14,8 +14,9 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
-from . import abi, device
+from . import abi, device, opcodes
 from .dispatch import Dispatcher
 from .filesystem import FileSystem
 from .negotiate import Tuning
@@ -62,7 +63,7 @@ class Session:
         self._closed = False
 
     # --- life cycle -----------------------------------------------------------------------------
-    def start(self) -> "Session":
+    def start(self) -> Session:
         fd = device.mount(self.mountpoint, self.options)
         self._fds.append(fd)
         self._conn = device.connection_id(self.mountpoint)
@@ -83,7 +84,7 @@ class Session:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self.ready.wait(timeout)
 
-    def run(self, on_ready=None) -> None:
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Mount and serve until SIGINT/SIGTERM or until unmounted elsewhere, then clean up.
 
         The signal handlers go in before the mount, so a signal never leaves a mount behind.
@@ -142,14 +143,14 @@ class Session:
         except Exception:
             log.exception("destroy failed")
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         self.start()
         if not self.wait_ready():
             self.close()
             raise TimeoutError(f"kernel did not send INIT for {self.mountpoint}")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- notifications --------------------------------------------------------------------------
@@ -171,8 +172,7 @@ class Session:
         total: dict[str, list[int]] = {}
         for per_worker in self._stats:
             for op, s in list(per_worker.items()):
-                name = abi.Op(op).name if op in abi.Op._value2member_map_ else str(op)
-                acc = total.setdefault(name, [0, 0, 0])
+                acc = total.setdefault(opcodes.name(op), [0, 0, 0])
                 acc[0] += s.count
                 acc[1] += s.nanos
                 acc[2] += s.errors
