@@ -32,15 +32,45 @@ ROWS = list(OPERATIONS.values())
 # sizeof(struct fuse_*_in) in linux/fuse.h (SETXATTR: FUSE_COMPAT_SETXATTR_IN_SIZE, as no
 # SETXATTR_EXT is negotiated; INIT: the 16 bytes every kernel sends at least).
 KERNEL_SIZES = {
-    abi.Op.FORGET: 8, abi.Op.GETATTR: 16, abi.Op.SETATTR: 88, abi.Op.MKNOD: 16, abi.Op.MKDIR: 8,
-    abi.Op.RENAME: 8, abi.Op.LINK: 8, abi.Op.OPEN: 8, abi.Op.READ: 40, abi.Op.WRITE: 40,
-    abi.Op.RELEASE: 24, abi.Op.FSYNC: 16, abi.Op.SETXATTR: 8, abi.Op.GETXATTR: 8,
-    abi.Op.LISTXATTR: 8, abi.Op.FLUSH: 24, abi.Op.INIT: 16, abi.Op.OPENDIR: 8, abi.Op.READDIR: 40,
-    abi.Op.RELEASEDIR: 24, abi.Op.FSYNCDIR: 16, abi.Op.GETLK: 48, abi.Op.SETLK: 48,
-    abi.Op.SETLKW: 48, abi.Op.ACCESS: 8, abi.Op.CREATE: 16, abi.Op.INTERRUPT: 8, abi.Op.BMAP: 16,
-    abi.Op.IOCTL: 32, abi.Op.POLL: 24, abi.Op.BATCH_FORGET: 8, abi.Op.FALLOCATE: 32,
-    abi.Op.READDIRPLUS: 40, abi.Op.RENAME2: 16, abi.Op.LSEEK: 24, abi.Op.COPY_FILE_RANGE: 56,
-    abi.Op.TMPFILE: 16, abi.Op.STATX: 24, abi.Op.COPY_FILE_RANGE_64: 56,
+    abi.Op.FORGET: 8,
+    abi.Op.GETATTR: 16,
+    abi.Op.SETATTR: 88,
+    abi.Op.MKNOD: 16,
+    abi.Op.MKDIR: 8,
+    abi.Op.RENAME: 8,
+    abi.Op.LINK: 8,
+    abi.Op.OPEN: 8,
+    abi.Op.READ: 40,
+    abi.Op.WRITE: 40,
+    abi.Op.RELEASE: 24,
+    abi.Op.FSYNC: 16,
+    abi.Op.SETXATTR: 8,
+    abi.Op.GETXATTR: 8,
+    abi.Op.LISTXATTR: 8,
+    abi.Op.FLUSH: 24,
+    abi.Op.INIT: 16,
+    abi.Op.OPENDIR: 8,
+    abi.Op.READDIR: 40,
+    abi.Op.RELEASEDIR: 24,
+    abi.Op.FSYNCDIR: 16,
+    abi.Op.GETLK: 48,
+    abi.Op.SETLK: 48,
+    abi.Op.SETLKW: 48,
+    abi.Op.ACCESS: 8,
+    abi.Op.CREATE: 16,
+    abi.Op.INTERRUPT: 8,
+    abi.Op.BMAP: 16,
+    abi.Op.IOCTL: 32,
+    abi.Op.POLL: 24,
+    abi.Op.BATCH_FORGET: 8,
+    abi.Op.FALLOCATE: 32,
+    abi.Op.READDIRPLUS: 40,
+    abi.Op.RENAME2: 16,
+    abi.Op.LSEEK: 24,
+    abi.Op.COPY_FILE_RANGE: 56,
+    abi.Op.TMPFILE: 16,
+    abi.Op.STATX: 24,
+    abi.Op.COPY_FILE_RANGE_64: 56,
 }
 
 
@@ -50,8 +80,15 @@ def test_fixed_part_is_the_kernel_struct(row):
 
 
 # Values a real kernel could send and the canned filesystem below can answer.
-_FIELD_VALUES = {"size": 4096, "out_size": 64, "major": 7, "minor": 38, "length": 3,
-                 "flags": 0, "target": 0}
+_FIELD_VALUES = {
+    "size": 4096,
+    "out_size": 64,
+    "major": 7,
+    "minor": 38,
+    "length": 3,
+    "flags": 0,
+    "target": 0,
+}
 
 
 def well_formed(row, unique=9):
@@ -81,8 +118,9 @@ def test_every_row_decodes_a_well_formed_frame(row):
     raw = codec.encode_request(req)
     assert len(raw) >= abi.IN_HEADER.size + row.layout.fixed_size
     assert codec.decode(raw) == req
-    assert row.names == sum(1 for v in dataclasses.astuple(req) if isinstance(v, bytes)
-                            and v.startswith(b"name"))
+    assert row.names == sum(
+        1 for v in dataclasses.astuple(req) if isinstance(v, bytes) and v.startswith(b"name")
+    )
 
 
 _ATTR = Attr(ino=2, mode=0o100644, size=3)
@@ -92,44 +130,116 @@ _ENTRY = Entry(2, _ATTR)
 class Canned(FileSystem):
     """Answers every operation with something valid, so that each row's reply can be checked."""
 
-    def lookup(self, ctx, parent, name): return _ENTRY
-    def mknod(self, ctx, parent, name, mode, rdev, umask): return _ENTRY
-    def mkdir(self, ctx, parent, name, mode, umask): return _ENTRY
-    def symlink(self, ctx, parent, name, target): return _ENTRY
-    def link(self, ctx, ino, new_parent, new_name): return _ENTRY
-    def unlink(self, ctx, parent, name): pass
-    def rmdir(self, ctx, parent, name): pass
-    def rename(self, ctx, parent, name, new_parent, new_name, flags): pass
-    def getattr(self, ctx, ino, fh): return AttrReply(_ATTR)
-    def setattr(self, ctx, ino, changes, fh): return AttrReply(_ATTR)
-    def readlink(self, ctx, ino): return b"target"
-    def access(self, ctx, ino, mask): pass
-    def statfs(self, ctx, ino): return StatFs(blocks=10, bfree=5)
-    def setxattr(self, ctx, ino, name, value, flags): pass
-    def getxattr(self, ctx, ino, name): return b"value"
-    def listxattr(self, ctx, ino): return [b"user.a"]
-    def removexattr(self, ctx, ino, name): pass
-    def open(self, ctx, ino, flags): return Opened(fh=7, keep_cache=True)
-    def create(self, ctx, parent, name, mode, umask, flags): return _ENTRY, Opened(fh=7)
-    def read(self, ctx, ino, fh, offset, size): return b"data"
-    def write(self, ctx, ino, fh, offset, data, flags): return len(data)
-    def flush(self, ctx, ino, fh, lock_owner): pass
-    def release(self, ctx, ino, fh, flags): pass
-    def fsync(self, ctx, ino, fh, datasync): pass
-    def fallocate(self, ctx, ino, fh, offset, length, mode): pass
-    def lseek(self, ctx, ino, fh, offset, whence): return 5
+    def lookup(self, ctx, parent, name):
+        return _ENTRY
+
+    def mknod(self, ctx, parent, name, mode, rdev, umask):
+        return _ENTRY
+
+    def mkdir(self, ctx, parent, name, mode, umask):
+        return _ENTRY
+
+    def symlink(self, ctx, parent, name, target):
+        return _ENTRY
+
+    def link(self, ctx, ino, new_parent, new_name):
+        return _ENTRY
+
+    def unlink(self, ctx, parent, name):
+        pass
+
+    def rmdir(self, ctx, parent, name):
+        pass
+
+    def rename(self, ctx, parent, name, new_parent, new_name, flags):
+        pass
+
+    def getattr(self, ctx, ino, fh):
+        return AttrReply(_ATTR)
+
+    def setattr(self, ctx, ino, changes, fh):
+        return AttrReply(_ATTR)
+
+    def readlink(self, ctx, ino):
+        return b"target"
+
+    def access(self, ctx, ino, mask):
+        pass
+
+    def statfs(self, ctx, ino):
+        return StatFs(blocks=10, bfree=5)
+
+    def setxattr(self, ctx, ino, name, value, flags):
+        pass
+
+    def getxattr(self, ctx, ino, name):
+        return b"value"
+
+    def listxattr(self, ctx, ino):
+        return [b"user.a"]
+
+    def removexattr(self, ctx, ino, name):
+        pass
+
+    def open(self, ctx, ino, flags):
+        return Opened(fh=7, keep_cache=True)
+
+    def create(self, ctx, parent, name, mode, umask, flags):
+        return _ENTRY, Opened(fh=7)
+
+    def read(self, ctx, ino, fh, offset, size):
+        return b"data"
+
+    def write(self, ctx, ino, fh, offset, data, flags):
+        return len(data)
+
+    def flush(self, ctx, ino, fh, lock_owner):
+        pass
+
+    def release(self, ctx, ino, fh, flags):
+        pass
+
+    def fsync(self, ctx, ino, fh, datasync):
+        pass
+
+    def fallocate(self, ctx, ino, fh, offset, length, mode):
+        pass
+
+    def lseek(self, ctx, ino, fh, offset, whence):
+        return 5
+
     def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length, flags):
         return length
-    def getlk(self, ctx, ino, fh, owner, lock): return Lock(0, 10, 1, 42)
-    def setlk(self, ctx, ino, fh, owner, lock, sleep, flock): pass
-    def bmap(self, ctx, ino, block, blocksize): return 9
-    def ioctl(self, ctx, ino, fh, cmd, arg, data, out_size): return 0, b"out"
-    def poll(self, ctx, ino, fh, events): return 1
-    def opendir(self, ctx, ino, flags): return Opened(fh=8, cache_dir=True)
-    def readdir(self, ctx, ino, fh, offset, plus): return [DirEntry(b"a", 2, 8, 1, _ENTRY)]
-    def releasedir(self, ctx, ino, fh): pass
-    def fsyncdir(self, ctx, ino, fh, datasync): pass
-    def syncfs(self, ctx, ino): pass
+
+    def getlk(self, ctx, ino, fh, owner, lock):
+        return Lock(0, 10, 1, 42)
+
+    def setlk(self, ctx, ino, fh, owner, lock, sleep, flock):
+        pass
+
+    def bmap(self, ctx, ino, block, blocksize):
+        return 9
+
+    def ioctl(self, ctx, ino, fh, cmd, arg, data, out_size):
+        return 0, b"out"
+
+    def poll(self, ctx, ino, fh, events):
+        return 1
+
+    def opendir(self, ctx, ino, flags):
+        return Opened(fh=8, cache_dir=True)
+
+    def readdir(self, ctx, ino, fh, offset, plus):
+        return [DirEntry(b"a", 2, 8, 1, _ENTRY)]
+
+    def releasedir(self, ctx, ino, fh):
+        pass
+
+    def fsyncdir(self, ctx, ino, fh, datasync):
+        pass
+
+    def syncfs(self, ctx, ino):
+        pass
 
 
 def _initialized(fs):
@@ -185,8 +295,10 @@ def test_an_opcode_newer_than_the_table_is_answered_enosys_not_malformed(caplog)
 def test_the_kernel_copy_and_statx_are_answered(tmp_path, caplog):
     """A kernel of 7.45 sends COPY_FILE_RANGE_64 for copy_file_range(2), and may send STATX for a
     birth time: both are served (the second with ENOSYS, falling back to GETATTR)."""
-    with caplog.at_level(logging.WARNING, logger="bridgefs.fuse"), \
-            mounted(MemFS(), tmp_path / "m") as s:
+    with (
+        caplog.at_level(logging.WARNING, logger="bridgefs.fuse"),
+        mounted(MemFS(), tmp_path / "m") as s,
+    ):
         src, dst = os.path.join(s.mountpoint, "src"), os.path.join(s.mountpoint, "dst")
         blob = os.urandom(300_000)
         with open(src, "wb") as f:
@@ -200,8 +312,10 @@ def test_the_kernel_copy_and_statx_are_answered(tmp_path, caplog):
         with open(dst, "rb") as f:
             assert f.read() == blob
         stats = s.stats()
-        wide, legacy = (stats.get(op, (0, 0, 0)) for op in (abi.Op.COPY_FILE_RANGE_64.name,
-                                                       abi.Op.COPY_FILE_RANGE.name))
+        wide, legacy = (
+            stats.get(op, (0, 0, 0))
+            for op in (abi.Op.COPY_FILE_RANGE_64.name, abi.Op.COPY_FILE_RANGE.name)
+        )
         assert wide[0] + legacy[0] >= 1 and wide[2] == legacy[2] == 0
         if wide[0]:
             assert legacy[0] == 0  # the kernel had no reason to fall back

@@ -24,8 +24,9 @@ def decode(frame: bytes | bytearray | memoryview) -> Request | Malformed:
         return Malformed(None, errno.EIO, f"frame of {len(view)} bytes has no header")
     length, opcode, unique, nodeid, uid, gid, pid, extlen, _ = IN_HEADER.unpack_from(view)
     if length != len(view):
-        return Malformed(unique, errno.EIO, f"header says {length} bytes, frame has {len(view)}",
-                         opcode)
+        return Malformed(
+            unique, errno.EIO, f"header says {length} bytes, frame has {len(view)}", opcode
+        )
     end = length - extlen * 8
     if end < IN_HEADER.size:
         return Malformed(unique, errno.EIO, "extensions longer than the frame", opcode)
@@ -34,7 +35,7 @@ def decode(frame: bytes | bytearray | memoryview) -> Request | Malformed:
     if row is None:
         return Unknown(header)
     try:
-        return row.layout.unpack(header, view[IN_HEADER.size:end])
+        return row.layout.unpack(header, view[IN_HEADER.size : end])
     except BadFrame as bad:
         return Malformed(unique, bad.errno, bad.reason, opcode)
     except (struct.error, ValueError, TypeError) as exc:  # a layout bug must not kill the loop
@@ -48,5 +49,9 @@ def encode_request(req: Request) -> bytes:
     if not isinstance(req, row.request):
         raise TypeError(f"{row.name} sends a {row.request.__name__}, not {type(req).__name__}")
     body = row.layout.pack(req)
-    return IN_HEADER.pack(IN_HEADER.size + len(body), h.opcode, h.unique, h.nodeid, h.uid, h.gid,
-                          h.pid, 0, 0) + body
+    return (
+        IN_HEADER.pack(
+            IN_HEADER.size + len(body), h.opcode, h.unique, h.nodeid, h.uid, h.gid, h.pid, 0, 0
+        )
+        + body
+    )

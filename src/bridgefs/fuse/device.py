@@ -24,8 +24,13 @@ MS_NODEV = 4
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_char_p]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
@@ -52,15 +57,24 @@ def mount(mountpoint: str, options: MountOptions) -> int:
     fd = _open_fuse_device()
     try:
         st = os.stat(mountpoint)
-        opts = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode):o}", f"user_id={os.getuid()}",
-                f"group_id={os.getgid()}"]
+        opts = [
+            f"fd={fd}",
+            f"rootmode={stat.S_IFMT(st.st_mode):o}",
+            f"user_id={os.getuid()}",
+            f"group_id={os.getgid()}",
+        ]
         if options.allow_other:
             opts.append("allow_other")
         if options.default_permissions:
             opts.append("default_permissions")
         flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if options.read_only else 0)
-        ret = _libc.mount(options.fsname.encode(), mountpoint.encode(),
-                          f"fuse.{options.subtype}".encode(), flags, ",".join(opts).encode())
+        ret = _libc.mount(
+            options.fsname.encode(),
+            mountpoint.encode(),
+            f"fuse.{options.subtype}".encode(),
+            flags,
+            ",".join(opts).encode(),
+        )
         _check(ret, f"mount {mountpoint}")
     except BaseException:
         os.close(fd)
@@ -81,18 +95,27 @@ def _open_fuse_device() -> int:
     try:
         return os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise OSError(errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse)") \
-            from None
+        raise OSError(
+            errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse)"
+        ) from None
 
 
 def _fusermount() -> str:
     """The fusermount3 to run; a minimal guest may lack it, or lack a PATH that finds it."""
     found = shutil.which("fusermount3") or next(
-        (p for p in ("/usr/bin/fusermount3", "/bin/fusermount3", "/usr/local/bin/fusermount3")
-         if os.access(p, os.X_OK)), None)
+        (
+            p
+            for p in ("/usr/bin/fusermount3", "/bin/fusermount3", "/usr/local/bin/fusermount3")
+            if os.access(p, os.X_OK)
+        ),
+        None,
+    )
     if found is None:
-        raise OSError(errno.ENOENT, "fusermount3 is missing: a user other than root mounts through "
-                                    "it (Debian: apt-get install fuse3), or mount as root")
+        raise OSError(
+            errno.ENOENT,
+            "fusermount3 is missing: a user other than root mounts through "
+            "it (Debian: apt-get install fuse3), or mount as root",
+        )
     return found
 
 
@@ -107,8 +130,13 @@ def _mount_with_fusermount(mountpoint: str, options: MountOptions) -> int:
             opts.append("default_permissions")
         opts.append("ro" if options.read_only else "rw")
         env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
-        proc = subprocess.run([_fusermount(), "-o", ",".join(opts), "--", mountpoint], env=env,
-                              pass_fds=(theirs.fileno(),), capture_output=True, text=True)
+        proc = subprocess.run(
+            [_fusermount(), "-o", ",".join(opts), "--", mountpoint],
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise OSError(errno.EPERM, f"fusermount3 failed: {proc.stderr.strip()}")
         fds = array.array("i")
@@ -205,4 +233,9 @@ def is_mounted(mountpoint: str) -> bool:
 
 
 def _unescape(field: str) -> str:
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    return (
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+    )

@@ -12,7 +12,9 @@ _PADDING = bytes(8)
 _NO_ENTRY = bytes(abi.ENTRY_OUT.size)
 
 
-def pack_dirents(records: Iterable[DirEntry], size: int, plus: bool) -> tuple[bytes, list[DirEntry]]:
+def pack_dirents(
+    records: Iterable[DirEntry], size: int, plus: bool
+) -> tuple[bytes, list[DirEntry]]:
     """As many records as fit in ``size`` bytes, and the records packed (for lookup counting).
 
     A record that does not fit is left for the next call: the kernel resumes from the offset of
@@ -46,10 +48,10 @@ def unpack_dirents(data: bytes, plus: bool) -> Iterator[tuple[int, int, int, byt
     while pos < len(data):
         entry = None
         if plus:
-            entry = data[pos:pos + abi.ENTRY_OUT.size]
+            entry = data[pos : pos + abi.ENTRY_OUT.size]
             pos += abi.ENTRY_OUT.size
         ino, off, namelen, dtype = abi.DIRENT.unpack_from(data, pos)
-        name = data[pos + abi.DIRENT.size: pos + abi.DIRENT.size + namelen]
+        name = data[pos + abi.DIRENT.size : pos + abi.DIRENT.size + namelen]
         start = pos - (abi.ENTRY_OUT.size if plus else 0)
         pos = start + abi.align8((abi.ENTRY_OUT.size if plus else 0) + abi.DIRENT.size + namelen)
         yield ino, off, dtype, bytes(name), entry

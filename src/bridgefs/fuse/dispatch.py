@@ -64,8 +64,9 @@ class Outcome:
 
 
 class Dispatcher:
-    def __init__(self, fs: FileSystem, tuning: Tuning | None = None,
-                 counts: LookupCounts | None = None):
+    def __init__(
+        self, fs: FileSystem, tuning: Tuning | None = None, counts: LookupCounts | None = None
+    ):
         self.fs = fs
         self.tuning = tuning or Tuning()
         self.counts = counts or LookupCounts()
@@ -156,8 +157,9 @@ class Dispatcher:
 
     # --- session ------------------------------------------------------------------------------
     def do_init(self, req: rq.Init, ctx: Context) -> InitOut:
-        out, self.negotiated = negotiate(req.major, req.minor, req.flags, req.max_readahead,
-                                         self.tuning)
+        out, self.negotiated = negotiate(
+            req.major, req.minor, req.flags, req.max_readahead, self.tuning
+        )
         self.fs.init()
         return out
 
@@ -190,8 +192,9 @@ class Dispatcher:
         return self._entry(self.fs.lookup(ctx, req.header.nodeid, req.name))
 
     def do_mknod(self, req: rq.MkNod, ctx: Context) -> EntryOut:
-        return self._entry(self.fs.mknod(ctx, req.header.nodeid, req.name, req.mode, req.rdev,
-                                         req.umask))
+        return self._entry(
+            self.fs.mknod(ctx, req.header.nodeid, req.name, req.mode, req.rdev, req.umask)
+        )
 
     def do_mkdir(self, req: rq.MkDir, ctx: Context) -> EntryOut:
         return self._entry(self.fs.mkdir(ctx, req.header.nodeid, req.name, req.mode, req.umask))
@@ -233,10 +236,20 @@ class Dispatcher:
             uid=req.uid if v & abi.FATTR_UID else None,
             gid=req.gid if v & abi.FATTR_GID else None,
             size=req.size if v & abi.FATTR_SIZE else None,
-            atime_ns=(TIME_NOW if v & abi.FATTR_ATIME_NOW else
-                      req.atime * 10**9 + req.atimensec if v & abi.FATTR_ATIME else None),
-            mtime_ns=(TIME_NOW if v & abi.FATTR_MTIME_NOW else
-                      req.mtime * 10**9 + req.mtimensec if v & abi.FATTR_MTIME else None),
+            atime_ns=(
+                TIME_NOW
+                if v & abi.FATTR_ATIME_NOW
+                else req.atime * 10**9 + req.atimensec
+                if v & abi.FATTR_ATIME
+                else None
+            ),
+            mtime_ns=(
+                TIME_NOW
+                if v & abi.FATTR_MTIME_NOW
+                else req.mtime * 10**9 + req.mtimensec
+                if v & abi.FATTR_MTIME
+                else None
+            ),
             ctime_ns=req.ctime * 10**9 + req.ctimensec if v & abi.FATTR_CTIME else None,
             kill_suidgid=bool(v & abi.FATTR_KILL_SUIDGID),
         )
@@ -274,8 +287,9 @@ class Dispatcher:
         return OpenOut(self.fs.open(ctx, req.header.nodeid, req.flags))
 
     def do_create(self, req: rq.Create, ctx: Context) -> CreateOut:
-        entry, opened = self.fs.create(ctx, req.header.nodeid, req.name, req.mode, req.umask,
-                                       req.flags)
+        entry, opened = self.fs.create(
+            ctx, req.header.nodeid, req.name, req.mode, req.umask, req.flags
+        )
         self.counts.add(entry.ino)
         return CreateOut(entry, opened)
 
@@ -287,8 +301,9 @@ class Dispatcher:
         return Data(data[: req.size] if len(data) > req.size else data)
 
     def do_write(self, req: rq.Write, ctx: Context) -> WriteOut:
-        return WriteOut(self.fs.write(ctx, req.header.nodeid, req.fh, req.offset, req.data,
-                                      req.write_flags))
+        return WriteOut(
+            self.fs.write(ctx, req.header.nodeid, req.fh, req.offset, req.data, req.write_flags)
+        )
 
     def do_flush(self, req: rq.Flush, ctx: Context) -> Empty:
         self.fs.flush(ctx, req.header.nodeid, req.fh, req.lock_owner)
@@ -310,9 +325,17 @@ class Dispatcher:
         return LseekOut(self.fs.lseek(ctx, req.header.nodeid, req.fh, req.offset, req.whence))
 
     def _copy_file_range(self, req: rq.CopyFileRange, ctx: Context) -> int:
-        return self.fs.copy_file_range(ctx, req.header.nodeid, req.fh_in, req.off_in,
-                                       req.nodeid_out, req.fh_out, req.off_out, req.length,
-                                       req.flags)
+        return self.fs.copy_file_range(
+            ctx,
+            req.header.nodeid,
+            req.fh_in,
+            req.off_in,
+            req.nodeid_out,
+            req.fh_out,
+            req.off_out,
+            req.length,
+            req.flags,
+        )
 
     def do_copy_file_range(self, req: rq.CopyFileRange, ctx: Context) -> WriteOut:
         return WriteOut(self._copy_file_range(req, ctx))
@@ -326,8 +349,15 @@ class Dispatcher:
 
     def _setlk(self, req: rq.Lk, ctx: Context, sleep: bool) -> Empty:
         lock = Lock(req.start, req.end, req.type, req.pid)
-        self.fs.setlk(ctx, req.header.nodeid, req.fh, req.owner, lock, sleep,
-                      bool(req.lk_flags & abi.LK_FLOCK))
+        self.fs.setlk(
+            ctx,
+            req.header.nodeid,
+            req.fh,
+            req.owner,
+            lock,
+            sleep,
+            bool(req.lk_flags & abi.LK_FLOCK),
+        )
         return Empty()
 
     def do_setlk(self, req: rq.Lk, ctx: Context) -> Empty:
@@ -340,8 +370,9 @@ class Dispatcher:
         return BmapOut(self.fs.bmap(ctx, req.header.nodeid, req.block, req.blocksize))
 
     def do_ioctl(self, req: rq.Ioctl, ctx: Context) -> IoctlOut:
-        result, data = self.fs.ioctl(ctx, req.header.nodeid, req.fh, req.cmd, req.arg, req.data,
-                                     req.out_size)
+        result, data = self.fs.ioctl(
+            ctx, req.header.nodeid, req.fh, req.cmd, req.arg, req.data, req.out_size
+        )
         return IoctlOut(result, data[: req.out_size])
 
     def do_poll(self, req: rq.Poll, ctx: Context) -> PollOut:
@@ -359,8 +390,11 @@ class Dispatcher:
     def do_readdirplus(self, req: rq.Read, ctx: Context) -> DirData:
         records = self.fs.readdir(ctx, req.header.nodeid, req.fh, req.offset, True)
         data, packed = pack_dirents(records, req.size, plus=True)
-        counted = tuple(r.entry.ino for r in packed
-                        if r.entry is not None and r.entry.ino and r.name not in (b".", b".."))
+        counted = tuple(
+            r.entry.ino
+            for r in packed
+            if r.entry is not None and r.entry.ino and r.name not in (b".", b"..")
+        )
         for ino in counted:
             self.counts.add(ino)
         return DirData(data, counted)
@@ -370,7 +404,9 @@ class Dispatcher:
         return Empty()
 
     def do_fsyncdir(self, req: rq.Fsync, ctx: Context) -> Empty:
-        self.fs.fsyncdir(ctx, req.header.nodeid, req.fh, bool(req.fsync_flags & abi.FSYNC_FDATASYNC))
+        self.fs.fsyncdir(
+            ctx, req.header.nodeid, req.fh, bool(req.fsync_flags & abi.FSYNC_FDATASYNC)
+        )
         return Empty()
 
     def do_syncfs(self, req: rq.Bare, ctx: Context) -> Empty:

@@ -1,15 +1,16 @@
 """The interface a filesystem implements to be mounted: one method per kernel operation.
 
 Every method takes the request context first and inode numbers (FUSE node ids) rather than paths.
-Names are bytes: a single path component, as the kernel sent it.  A method reports failure by raising
-``FsError(errno)`` or any ``OSError`` carrying an errno; every other exception is answered with EIO and
-logged once, and the daemon keeps serving.  Methods that are not overridden answer ENOSYS, which the
-kernel remembers for most operations (it stops asking).
+Names are bytes: a single path component, as the kernel sent it.  A method reports failure by
+raising ``FsError(errno)`` or any ``OSError`` carrying an errno; every other exception is answered
+with EIO and logged once, and the daemon keeps serving.  Methods that are not overridden answer
+ENOSYS, which the kernel remembers for most operations (it stops asking).
 
-Lookup counts are kept by the session, not by the filesystem: every ``Entry`` with a non-zero ``ino``
-that reaches the kernel (lookup, mknod, mkdir, symlink, link, create, readdirplus) counts once, and
-``forget(ino, nlookup)`` is called when the kernel has forgotten every one of them, with the number
-it had been handed (an entry for the same node still on its way to the kernel is not among them).
+Lookup counts are kept by the session, not by the filesystem: every ``Entry`` with a non-zero
+``ino`` that reaches the kernel (lookup, mknod, mkdir, symlink, link, create, readdirplus) counts
+once, and ``forget(ino, nlookup)`` is called when the kernel has forgotten every one of them, with
+the number it had been handed (an entry for the same node still on its way to the kernel is not
+among them).
 A filesystem must keep an inode alive (even unlinked) until then.
 """
 
@@ -80,9 +81,18 @@ class Attr:
     @classmethod
     def from_stat(cls, st: os.stat_result) -> Attr:
         return cls(
-            ino=st.st_ino, mode=st.st_mode, nlink=st.st_nlink, uid=st.st_uid, gid=st.st_gid,
-            rdev=st.st_rdev, size=st.st_size, blocks=st.st_blocks, atime_ns=st.st_atime_ns,
-            mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, blksize=st.st_blksize,
+            ino=st.st_ino,
+            mode=st.st_mode,
+            nlink=st.st_nlink,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            rdev=st.st_rdev,
+            size=st.st_size,
+            blocks=st.st_blocks,
+            atime_ns=st.st_atime_ns,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            blksize=st.st_blksize,
         )
 
     @property
@@ -218,7 +228,9 @@ class FileSystem:
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
         _enosys()
 
-    def mknod(self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         _enosys()
 
     def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
@@ -236,8 +248,9 @@ class FileSystem:
     def rmdir(self, ctx: Context, parent: int, name: bytes) -> None:
         _enosys()
 
-    def rename(self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         """``flags``: 0, RENAME_NOREPLACE (1), RENAME_EXCHANGE (2)."""
         _enosys()
 
@@ -275,8 +288,9 @@ class FileSystem:
     def open(self, ctx: Context, ino: int, flags: int) -> Opened:
         _enosys()
 
-    def create(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int,
-               flags: int) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         _enosys()
 
     def read(self, ctx: Context, ino: int, fh: int, offset: int, size: int) -> bytes:
@@ -294,28 +308,42 @@ class FileSystem:
     def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         _enosys()
 
-    def fallocate(self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int) -> None:
+    def fallocate(
+        self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int
+    ) -> None:
         _enosys()
 
     def lseek(self, ctx: Context, ino: int, fh: int, offset: int, whence: int) -> int:
         _enosys()
 
-    def copy_file_range(self, ctx: Context, ino_in: int, fh_in: int, off_in: int, ino_out: int,
-                        fh_out: int, off_out: int, length: int, flags: int) -> int:
+    def copy_file_range(
+        self,
+        ctx: Context,
+        ino_in: int,
+        fh_in: int,
+        off_in: int,
+        ino_out: int,
+        fh_out: int,
+        off_out: int,
+        length: int,
+        flags: int,
+    ) -> int:
         _enosys()
 
     def getlk(self, ctx: Context, ino: int, fh: int, owner: int, lock: Lock) -> Lock:
         _enosys()
 
-    def setlk(self, ctx: Context, ino: int, fh: int, owner: int, lock: Lock, sleep: bool,
-              flock: bool) -> None:
+    def setlk(
+        self, ctx: Context, ino: int, fh: int, owner: int, lock: Lock, sleep: bool, flock: bool
+    ) -> None:
         _enosys()
 
     def bmap(self, ctx: Context, ino: int, block: int, blocksize: int) -> int:
         _enosys()
 
-    def ioctl(self, ctx: Context, ino: int, fh: int, cmd: int, arg: int, data: bytes,
-              out_size: int) -> tuple[int, bytes]:
+    def ioctl(
+        self, ctx: Context, ino: int, fh: int, cmd: int, arg: int, data: bytes, out_size: int
+    ) -> tuple[int, bytes]:
         _enosys()
 
     def poll(self, ctx: Context, ino: int, fh: int, events: int) -> int:
@@ -325,7 +353,9 @@ class FileSystem:
     def opendir(self, ctx: Context, ino: int, flags: int) -> Opened:
         _enosys()
 
-    def readdir(self, ctx: Context, ino: int, fh: int, offset: int, plus: bool) -> Iterable[DirEntry]:
+    def readdir(
+        self, ctx: Context, ino: int, fh: int, offset: int, plus: bool
+    ) -> Iterable[DirEntry]:
         """Records after cookie ``offset`` (0: from the start).  The session stops consuming the
         iterable when the kernel's buffer is full; with ``plus`` each record carries its Entry."""
         _enosys()

@@ -31,10 +31,17 @@ class Tuning:
     atomic_o_trunc: bool = True
 
     def wanted(self) -> InitFlag:
-        flags = (InitFlag.ASYNC_READ | InitFlag.BIG_WRITES
-                 | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS
-                 | InitFlag.ASYNC_DIO | InitFlag.HAS_IOCTL_DIR | InitFlag.NO_OPEN_SUPPORT
-                 | InitFlag.NO_OPENDIR_SUPPORT)
+        flags = (
+            InitFlag.ASYNC_READ
+            | InitFlag.BIG_WRITES
+            | InitFlag.PARALLEL_DIROPS
+            | InitFlag.MAX_PAGES
+            | InitFlag.CACHE_SYMLINKS
+            | InitFlag.ASYNC_DIO
+            | InitFlag.HAS_IOCTL_DIR
+            | InitFlag.NO_OPEN_SUPPORT
+            | InitFlag.NO_OPENDIR_SUPPORT
+        )
         if self.atomic_o_trunc:
             flags |= InitFlag.ATOMIC_O_TRUNC
         if self.readdirplus:
@@ -56,19 +63,27 @@ class Negotiated:
         return bool(self.flags & flag)
 
 
-def negotiate(major: int, minor: int, kernel_flags: int, kernel_readahead: int,
-              tuning: Tuning) -> tuple[InitOut, Negotiated]:
+def negotiate(
+    major: int, minor: int, kernel_flags: int, kernel_readahead: int, tuning: Tuning
+) -> tuple[InitOut, Negotiated]:
     if major != KERNEL_VERSION:
         raise FsError(errno.EPROTO, f"kernel speaks FUSE {major}.{minor}, bridgefs speaks 7.x")
     if minor < MIN_MINOR:
         raise FsError(errno.EPROTO, f"kernel FUSE 7.{minor} is older than 7.{MIN_MINOR}")
     agreed_minor = min(minor, KERNEL_MINOR_VERSION)
     flags = InitFlag(tuning.wanted() & kernel_flags)
-    max_write = tuning.max_write if flags & InitFlag.MAX_PAGES else min(tuning.max_write, 32 * PAGE_SIZE)
+    max_write = (
+        tuning.max_write if flags & InitFlag.MAX_PAGES else min(tuning.max_write, 32 * PAGE_SIZE)
+    )
     out = InitOut(
-        major=KERNEL_VERSION, minor=agreed_minor,
-        max_readahead=min(tuning.max_readahead, kernel_readahead), flags=int(flags),
-        max_background=tuning.max_background, congestion_threshold=tuning.congestion_threshold,
-        max_write=max_write, time_gran=1, max_pages=max_write // PAGE_SIZE,
+        major=KERNEL_VERSION,
+        minor=agreed_minor,
+        max_readahead=min(tuning.max_readahead, kernel_readahead),
+        flags=int(flags),
+        max_background=tuning.max_background,
+        congestion_threshold=tuning.congestion_threshold,
+        max_write=max_write,
+        time_gran=1,
+        max_pages=max_write // PAGE_SIZE,
     )
     return out, Negotiated(agreed_minor, flags, max_write)

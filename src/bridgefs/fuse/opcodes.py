@@ -69,8 +69,14 @@ class Operation:
 _layouts: dict[type[rq.Request], Layout] = {}
 
 
-def _row(op: Op, request: type[rq.Request], reply: tuple[type[Reply], ...] | None, *,
-         mutates: bool = False, layout: Layout | None = None) -> Operation:
+def _row(
+    op: Op,
+    request: type[rq.Request],
+    reply: tuple[type[Reply], ...] | None,
+    *,
+    mutates: bool = False,
+    layout: Layout | None = None,
+) -> Operation:
     if layout is None:
         layout = _layouts.get(request)
         if layout is None:

@@ -25,16 +25,42 @@ def join_timeout(whole: int, nsec: int) -> float:
 
 
 def attr_values(a: Attr) -> tuple[int, ...]:
-    return (a.ino, a.size, a.blocks, a.atime_ns // 10**9, a.mtime_ns // 10**9, a.ctime_ns // 10**9,
-            a.atime_ns % 10**9, a.mtime_ns % 10**9, a.ctime_ns % 10**9, a.mode, a.nlink, a.uid,
-            a.gid, a.rdev, a.blksize, 0)
+    return (
+        a.ino,
+        a.size,
+        a.blocks,
+        a.atime_ns // 10**9,
+        a.mtime_ns // 10**9,
+        a.ctime_ns // 10**9,
+        a.atime_ns % 10**9,
+        a.mtime_ns % 10**9,
+        a.ctime_ns % 10**9,
+        a.mode,
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.rdev,
+        a.blksize,
+        0,
+    )
 
 
 def attr_from_values(v: tuple[int, ...]) -> Attr:
     ino, size, blocks, at, mt, ct, atn, mtn, ctn, mode, nlink, uid, gid, rdev, blksize, _ = v
-    return Attr(ino=ino, mode=mode, nlink=nlink, uid=uid, gid=gid, rdev=rdev, size=size,
-                blocks=blocks, atime_ns=at * 10**9 + atn, mtime_ns=mt * 10**9 + mtn,
-                ctime_ns=ct * 10**9 + ctn, blksize=blksize)
+    return Attr(
+        ino=ino,
+        mode=mode,
+        nlink=nlink,
+        uid=uid,
+        gid=gid,
+        rdev=rdev,
+        size=size,
+        blocks=blocks,
+        atime_ns=at * 10**9 + atn,
+        mtime_ns=mt * 10**9 + mtn,
+        ctime_ns=ct * 10**9 + ctn,
+        blksize=blksize,
+    )
 
 
 _ZERO_ATTR = Attr(ino=0, mode=0, nlink=0)
@@ -43,28 +69,42 @@ _ZERO_ATTR = Attr(ino=0, mode=0, nlink=0)
 def pack_entry(e: Entry) -> bytes:
     ev, evn = split_timeout(e.entry_timeout)
     av, avn = split_timeout(e.attr_timeout)
-    return abi.ENTRY_OUT.pack(e.ino, e.generation, ev, av, evn, avn,
-                              *attr_values(e.attr or _ZERO_ATTR))
+    return abi.ENTRY_OUT.pack(
+        e.ino, e.generation, ev, av, evn, avn, *attr_values(e.attr or _ZERO_ATTR)
+    )
 
 
 def unpack_entry(data: bytes) -> Entry:
     v = abi.ENTRY_OUT.unpack_from(data)
     attr = attr_from_values(v[6:])
-    return Entry(ino=v[0], attr=attr if v[0] else None, entry_timeout=join_timeout(v[2], v[4]),
-                 attr_timeout=join_timeout(v[3], v[5]), generation=v[1])
+    return Entry(
+        ino=v[0],
+        attr=attr if v[0] else None,
+        entry_timeout=join_timeout(v[2], v[4]),
+        attr_timeout=join_timeout(v[3], v[5]),
+        generation=v[1],
+    )
 
 
 def open_flags(o: Opened) -> int:
-    return ((abi.FOPEN_KEEP_CACHE if o.keep_cache else 0) | (abi.FOPEN_CACHE_DIR if o.cache_dir else 0)
-            | (abi.FOPEN_DIRECT_IO if o.direct_io else 0)
-            | (abi.FOPEN_NONSEEKABLE if o.nonseekable else 0)
-            | (abi.FOPEN_NOFLUSH if o.noflush else 0))
+    return (
+        (abi.FOPEN_KEEP_CACHE if o.keep_cache else 0)
+        | (abi.FOPEN_CACHE_DIR if o.cache_dir else 0)
+        | (abi.FOPEN_DIRECT_IO if o.direct_io else 0)
+        | (abi.FOPEN_NONSEEKABLE if o.nonseekable else 0)
+        | (abi.FOPEN_NOFLUSH if o.noflush else 0)
+    )
 
 
 def opened_from_flags(fh: int, flags: int) -> Opened:
-    return Opened(fh=fh, keep_cache=bool(flags & abi.FOPEN_KEEP_CACHE),
-                  cache_dir=bool(flags & abi.FOPEN_CACHE_DIR), direct_io=bool(flags & abi.FOPEN_DIRECT_IO),
-                  nonseekable=bool(flags & abi.FOPEN_NONSEEKABLE), noflush=bool(flags & abi.FOPEN_NOFLUSH))
+    return Opened(
+        fh=fh,
+        keep_cache=bool(flags & abi.FOPEN_KEEP_CACHE),
+        cache_dir=bool(flags & abi.FOPEN_CACHE_DIR),
+        direct_io=bool(flags & abi.FOPEN_DIRECT_IO),
+        nonseekable=bool(flags & abi.FOPEN_NONSEEKABLE),
+        noflush=bool(flags & abi.FOPEN_NOFLUSH),
+    )
 
 
 class Reply:
@@ -137,7 +177,7 @@ class CreateOut(Reply):
 
     @classmethod
     def unpack(cls, payload: bytes) -> CreateOut:
-        return cls(unpack_entry(payload), OpenOut.unpack(payload[abi.ENTRY_OUT.size:]).opened)
+        return cls(unpack_entry(payload), OpenOut.unpack(payload[abi.ENTRY_OUT.size :]).opened)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +212,9 @@ class StatFsOut(Reply):
 
     def pack(self) -> bytes:
         s = self.st
-        return abi.STATFS_OUT.pack(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize,
-                                   s.namelen, s.frsize, 0)
+        return abi.STATFS_OUT.pack(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize, 0
+        )
 
     @classmethod
     def unpack(cls, payload: bytes) -> StatFsOut:
@@ -278,7 +319,7 @@ class IoctlOut(Reply):
     @classmethod
     def unpack(cls, payload: bytes) -> IoctlOut:
         result = abi.IOCTL_OUT.unpack_from(payload)[0]
-        return cls(result, bytes(payload[abi.IOCTL_OUT.size:]))
+        return cls(result, bytes(payload[abi.IOCTL_OUT.size :]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,14 +335,25 @@ class InitOut(Reply):
     max_pages: int
 
     def pack(self) -> bytes:
-        return abi.INIT_OUT.pack(self.major, self.minor, self.max_readahead, self.flags & 0xFFFFFFFF,
-                                 self.max_background, self.congestion_threshold, self.max_write,
-                                 self.time_gran, self.max_pages, 0, self.flags >> 32)
+        return abi.INIT_OUT.pack(
+            self.major,
+            self.minor,
+            self.max_readahead,
+            self.flags & 0xFFFFFFFF,
+            self.max_background,
+            self.congestion_threshold,
+            self.max_write,
+            self.time_gran,
+            self.max_pages,
+            0,
+            self.flags >> 32,
+        )
 
     @classmethod
     def unpack(cls, payload: bytes) -> InitOut:
-        (major, minor, ra, flags, bg, cong, mw, tg, mp, _align,
-         flags2) = abi.INIT_OUT.unpack_from(payload)
+        (major, minor, ra, flags, bg, cong, mw, tg, mp, _align, flags2) = abi.INIT_OUT.unpack_from(
+            payload
+        )
         return cls(major, minor, ra, flags | (flags2 << 32), bg, cong, mw, tg, mp)
 
 
@@ -319,4 +371,4 @@ def error_frame(unique: int, err: int) -> list[bytes]:
 def parse_frame(data: bytes) -> tuple[int, int, bytes]:
     """(unique, errno, payload) of a reply frame; errno is positive or 0."""
     length, error, unique = abi.OUT_HEADER.unpack_from(data)
-    return unique, -error, bytes(data[abi.OUT_HEADER.size:length])
+    return unique, -error, bytes(data[abi.OUT_HEADER.size : length])

@@ -370,7 +370,7 @@ class _BatchForgetLayout(Layout):
         end = _BATCH_HEAD.size + count * _FORGET_ONE.size
         if count > _MAX_FORGETS or len(body) < end:
             raise BadFrame(errno.EINVAL, f"BATCH_FORGET count {count} exceeds the frame")
-        items = tuple(_FORGET_ONE.iter_unpack(body[_BATCH_HEAD.size:end]))
+        items = tuple(_FORGET_ONE.iter_unpack(body[_BATCH_HEAD.size : end]))
         return BatchForget(header, items)
 
     def pack(self, req: Request) -> bytes:

@@ -41,8 +41,15 @@ class OpStats:
 
 
 class Session:
-    def __init__(self, fs: FileSystem, mountpoint: str, *, workers: int = 4,
-                 tuning: Tuning | None = None, options: device.MountOptions | None = None):
+    def __init__(
+        self,
+        fs: FileSystem,
+        mountpoint: str,
+        *,
+        workers: int = 4,
+        tuning: Tuning | None = None,
+        options: device.MountOptions | None = None,
+    ):
         self.fs = fs
         self.mountpoint = os.path.realpath(mountpoint)
         self.tuning = tuning or Tuning()
@@ -75,8 +82,9 @@ class Session:
         for i, wfd in enumerate(self._fds):
             stats: dict[int, OpStats] = defaultdict(OpStats)
             self._stats.append(stats)
-            t = threading.Thread(target=self._worker, args=(wfd, stats), daemon=True,
-                                 name=f"fuse-worker-{i}")
+            t = threading.Thread(
+                target=self._worker, args=(wfd, stats), daemon=True, name=f"fuse-worker-{i}"
+            )
             t.start()
             self._threads.append(t)
         return self
@@ -119,8 +127,12 @@ class Session:
             except OSError as exc:
                 if exc.errno != errno.EBUSY:
                     log.error("unmount of %s failed: %s", self.mountpoint, exc)
-                log.warning("%s is busy: detaching it lazily; processes still using it are served "
-                            "for %.0f s, then get ENOTCONN", self.mountpoint, BUSY_GRACE_SECONDS)
+                log.warning(
+                    "%s is busy: detaching it lazily; processes still using it are served "
+                    "for %.0f s, then get ENOTCONN",
+                    self.mountpoint,
+                    BUSY_GRACE_SECONDS,
+                )
                 try:
                     device.unmount(self.mountpoint, lazy=True)
                 except OSError as exc2:

@@ -89,7 +89,7 @@ def split_names(body: memoryview, count: int) -> tuple[list[bytes], memoryview]:
         if end < 0:
             raise BadFrame(errno.EINVAL, "name without NUL terminator")
         names.append(raw[:end])
-        rest = rest[end + 1:]
+        rest = rest[end + 1 :]
     return names, rest
 
 
@@ -139,7 +139,7 @@ class StructLayout(Layout):
             if len(body) < fixed.size:
                 raise BadFrame(errno.EINVAL, f"{len(body)}-byte body, {fixed.size} expected")
             values.extend(fixed.unpack_from(body))
-            body = body[fixed.size:]
+            body = body[fixed.size :]
         if self.names:
             names, body = split_names(body, self.names)
             values.extend(names)
@@ -155,7 +155,7 @@ class StructLayout(Layout):
     def pack(self, req: Request) -> bytes:
         values = [getattr(req, name) for name in self.fields]
         body = self.fixed.pack(*values[: self.ints]) if self.fixed else b""
-        for name in values[self.ints:self.ints + self.names]:
+        for name in values[self.ints : self.ints + self.names]:
             body += name + b"\0"
         if self.tail is not None:
             body += values[-1]
