@@ -6,10 +6,11 @@ refuses to start when a row has no method, and tests/fuse/test_opcodes.py drives
 the decoder and the dispatcher.
 
 ``reply`` lists the reply types a success may take; ``NO_REPLY`` marks the requests the kernel
-expects no answer to (an answer would be an error on the device), ``ERRNO_ONLY`` those this client
-always refuses.  ``mutates`` marks the operations that change names, attributes, contents or
-extended attributes whenever they succeed (OPEN with O_TRUNC is left out: it changes something only
-with that flag, which a read-only mount refuses at open).
+expects no answer to (an answer would be an error on the device; INTERRUPT alone may get EAGAIN,
+see Dispatcher.respond), ``ERRNO_ONLY`` those this client always refuses.  ``mutates`` marks the
+operations that change names, attributes, contents or extended attributes whenever they succeed
+(OPEN with O_TRUNC is left out: it changes something only with that flag, which a read-only mount
+refuses at open).
 """
 
 from __future__ import annotations

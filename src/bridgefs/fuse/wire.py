@@ -7,7 +7,8 @@ fields first (the fixed part), then one ``Name`` per NUL-terminated name, then a
 The fixed part is laid out as the C compiler lays the struct out: each integer at a multiple of its
 size, the whole rounded up to 8 bytes (every ``fuse_*_in`` is).  So padding that alignment implies
 is never declared, and no index says which unpacked value lands in which field; an unused field
-that alignment does not explain (SETATTR's ``unused4``) is declared like any other.
+that alignment does not explain (SETATTR's ``unused4``, FLUSH's ``unused``) is declared like any
+other.
 """
 
 from __future__ import annotations
