@@ -28,3 +28,18 @@ def short_mode(entry_timeout: float = 1.0, attr_timeout: float = 1.0,
 
 def long_mode(timeout: float = 3600.0) -> CacheMode:
     return CacheMode("long", timeout, timeout, timeout, True, True)
+
+
+class CachePolicy:
+    """The mode in force, shared by every part that answers the kernel: short until the change
+    stream says it flows, short again when it breaks.  A swap is one reference assignment, so
+    readers need no lock; what the old mode let the kernel keep is dropped by whoever swaps."""
+
+    def __init__(self, entry_timeout: float = 1.0, attr_timeout: float = 1.0,
+                 negative_timeout: float = 0.0, long_timeout: float = 3600.0):
+        self.short = short_mode(entry_timeout, attr_timeout, negative_timeout)
+        self.long = long_mode(long_timeout)
+        self.mode = self.short
+
+    def use_long(self, on: bool) -> None:
+        self.mode = self.long if on else self.short

@@ -11,21 +11,36 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from typing import Any, Protocol
 
 import grpc
 
+from bridgefs.client.convert import ChangeKind as Kind
+from bridgefs.client.convert import HostChange, change_of
+from bridgefs.client.invalidate import Invalidator
+from bridgefs.client.names import NameTable
 from bridgefs.fuse.filesystem import ROOT_ID
-from bridgefs.rpc import pb
 
 log = logging.getLogger("bridgefs.client")
 
-Kind = pb.Change.Kind
 MAX_BACKOFF = 5.0
 
 
+class Follower(Protocol):
+    """What the stream drives (watched.py)."""
+
+    names: NameTable
+    invalidate: Invalidator
+
+    def open_watch(self) -> Any: ...
+    def resume(self) -> bool: ...
+    def use_long_caches(self, on: bool) -> None: ...
+    def replay(self, change: HostChange) -> bool: ...
+
+
 class ChangeStream:
-    def __init__(self, fs):
-        self.fs = fs  # a WatchedFileSystem
+    def __init__(self, fs: Follower):
+        self.fs = fs
         self.flowing = False
         self.counts = {"received": 0, "replayed": 0, "not_replayed": 0, "overflows": 0,
                        "reconnects": 0}
@@ -49,7 +64,8 @@ class ChangeStream:
         while not self._stop.is_set():
             try:
                 self._call = self.fs.open_watch()
-                for change in self._call:
+                for message in self._call:
+                    change = change_of(message)
                     if change.errno:
                         if change.errno != errno.ESTALE:
                             log.warning("the server refused the change stream: errno %d",
@@ -74,32 +90,32 @@ class ChangeStream:
 
     def _up(self) -> None:
         # Changes made while the stream was down were not seen: nothing cached can be trusted.
-        self.fs.invalidate_all()
+        self.fs.invalidate.everything()
         self.flowing = True
-        self.fs.set_long_caches(True)
+        self.fs.use_long_caches(True)
         log.info("change stream up: long-lived caches on")
 
     def _down(self) -> None:
         if self.flowing:
             self.flowing = False
-            self.fs.set_long_caches(False)
-            self.fs.invalidate_all()
+            self.fs.use_long_caches(False)
+            self.fs.invalidate.everything()
             log.warning("change stream down: caches dropped, short timeouts until it is back")
 
-    def _apply(self, change) -> None:
+    def _apply(self, change: HostChange) -> None:
         self.counts["received"] += 1
         if change.kind == Kind.OVERFLOW:
             self.counts["overflows"] += 1
-            self.fs.invalidate_all()
+            self.fs.invalidate.everything()
             return
-        invalidate(self.fs, change)
+        invalidate(self.fs.names, self.fs.invalidate, change)
         if self.fs.replay(change):
             self.counts["replayed"] += 1
         else:
             self.counts["not_replayed"] += 1
 
 
-def invalidate(fs, change) -> None:
+def invalidate(names: NameTable, inval: Invalidator, change: HostChange) -> None:
     """Exactly what ``change`` makes stale: the names it touches, their parents' attributes and
     listings, the changed node's attributes (and pages, for content)."""
     kind = change.kind
@@ -107,24 +123,24 @@ def invalidate(fs, change) -> None:
     if kind == Kind.MOVED:
         spots.append(list(change.dest))
     for path in spots:
-        nodes = fs.names.resolve(path)
+        nodes = names.resolve(path)
         node = nodes[-1]
         if not path:
             node = ROOT_ID
         else:
             parent = nodes[-2]
             if parent is not None:
-                fs.drop_listing(parent)
+                inval.listing(parent)
             else:  # a directory the kernel never saw may still be in a listing fetched ahead
-                fs.drop_listings()
+                inval.listings_all()
         if kind in (Kind.MODIFIED, Kind.ATTRIB):
             if node is not None:
                 # content: pages and attributes; attributes alone: offset -1
-                fs.invalidate_inode(node, 0 if kind == Kind.MODIFIED else -1)
+                inval.inode(node, 0 if kind == Kind.MODIFIED else -1)
             continue
         parent = nodes[-2] if len(nodes) > 1 else None
         if parent is not None:
-            fs.invalidate_entry(parent, path[-1])
-            fs.invalidate_inode(parent, 0)
+            inval.entry(parent, path[-1])
+            inval.inode(parent, 0)
         if node is not None and kind == Kind.DELETED:
-            fs.invalidate_inode(node, -1)  # its link count changed
+            inval.inode(node, -1)  # its link count changed

@@ -1,15 +1,18 @@
 """RemoteFileSystem: the FileSystem the FUSE layer mounts, answered by a bridgefs server.
 
-Node ids are server handles (the share root is 1), so there is no id translation; Attr.ino is
-the host's st_ino.  Every method is one round trip (reads and writes above the server's I/O size
-are split), and readdir fetches many records with attributes per round trip.  While files are
-opened (FLUSH comes at close), writes are answered once queued and sent in the background
-(writes.py); every other call waits for the writes queued before it.
+Every method is one round trip through the session (reads and writes above the server's I/O
+size are split), and readdir fetches many records with attributes per round trip.  Node ids are
+the session's (server handles, see session.py); Attr.ino is the host's st_ino.
 
-Caching is the safe kind: entries and attributes live ``entry_timeout``/``attr_timeout`` seconds
-(1 s by default), and an open keeps the page cache only when size, mtime and ctime are what this
-client saw at its previous open of the file (close-to-open consistency); any write through this
-client forgets that stamp.
+What it keeps is only what a round trip needs: the session, listings between READDIRs
+(listings.py), writes on their way (writes.py: while files are opened, FLUSH comes at close and
+writes are answered once queued; every other call waits for them), and releases sent in batches
+(releases.py).  Caches that spare round trips live in the layers in front of it (caching.py).
+
+Without those layers, caching is the safe kind: entries and attributes live
+``entry_timeout``/``attr_timeout`` seconds (1 s by default), and an open keeps the page cache
+only when size, mtime and ctime are what this client saw at its previous open of the file
+(close-to-open consistency); any write through this client forgets that stamp.
 """
 
 from __future__ import annotations
@@ -18,30 +21,24 @@ import errno
 import functools
 import logging
 import os
-import socket
-import threading
-import time
+from typing import Any, Iterable
 
-import grpc
-
-from bridgefs.client.cache_policy import CacheMode, short_mode
-from bridgefs.client.channel import errno_of, open_channel
-from bridgefs.client.dirbuf import DirBuffer, Record
-from bridgefs.client.lookups import LookupCounts
+from bridgefs.client.cache_policy import CachePolicy
+from bridgefs.client.convert import Owner, attr_of, statfs_of
+from bridgefs.client.dirbuf import Record
+from bridgefs.client.facts import NO_FACTS, ReplyFacts
+from bridgefs.client.listings import Listings
 from bridgefs.client.releases import ReleaseQueue
-from bridgefs.client.rpcstats import RpcStats, method_name
+from bridgefs.client.session import ServerSession
 from bridgefs.client.writes import PendingWrite, WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW, Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr,
     StatFs,
 )
-from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc
+from bridgefs.rpc import pb
 
 log = logging.getLogger("bridgefs.client")
 
-REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch", "node-io")
-EPOCH_SHIFT = 40
-HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 # FUSE_WRITE_CACHE: the kernel writes back its own dirty pages (mmap, writeback cache); it does
 # so asynchronously already, and records the answer's error for fsync itself.
@@ -59,249 +56,142 @@ class RemoteFileSystem(FileSystem):
     every file as owned by that id (chown to anything else is refused with EPERM).
     ``read_only`` refuses every mutation locally with EROFS (a read-only share does so anyway).
     ``timeout`` bounds every call; ``slow_timeout`` bounds fsync, syncfs, fallocate and
-    copy_file_range.  The constructor connects and handshakes (raising FsError on failure)."""
-
-    # Whether files are opened here, so that the kernel sends FLUSH on every close.  Writes are
-    # answered before the server has them only then: a close waits for them there and reports
-    # their failure.  A subclass answering OPEN and FLUSH with ENOSYS (no-open mode) sets False.
-    opens = True
+    copy_file_range.  ``opens=False`` is the kernel's no-open mode: OPEN, OPENDIR and FLUSH
+    answer ENOSYS, so the kernel opens nothing and addresses I/O and listings by node (for a
+    client whose caches events keep right).  ``policy`` holds the timeouts the answers carry.
+    The constructor connects and handshakes (raising FsError on failure)."""
 
     def __init__(self, address: str, share: str, *, entry_timeout: float = 1.0,
                  attr_timeout: float = 1.0, negative_timeout: float = 0.0, uid: int | None = None,
                  gid: int | None = None, read_only: bool = False, timeout: float = 30.0,
                  slow_timeout: float = 300.0, connect_timeout: float = 10.0,
-                 client_name: str | None = None, readdir_batch: int = 512):
-        self.address = address
-        self.share = share
-        # The safe timeouts; the change stream swaps in long ones while it flows.
-        self.short_mode = short_mode(entry_timeout, attr_timeout, negative_timeout)
-        self.mode: CacheMode = self.short_mode
-        self.uid = uid
-        self.gid = gid
-        self.timeout = timeout
+                 client_name: str | None = None, readdir_batch: int = 512, opens: bool = True,
+                 policy: CachePolicy | None = None):
+        self.policy = policy or CachePolicy(entry_timeout, attr_timeout, negative_timeout)
+        self.owner = Owner(uid, gid)
+        self.opens = opens
         self.slow_timeout = slow_timeout
-        self.readdir_batch = readdir_batch
-        self.rpc_stats = RpcStats()
-        self.epoch = 0
-        self._rebound: dict[int, int] = {}
-        self._resume_lock = threading.Lock()
-        self._conn = open_channel(address)
-        self._stub = pb_grpc.FilesStub(self._conn.channel)
-        self._metadata: tuple = ()
-        self._stamps: dict[int, tuple[int, int, int]] = {}
-        self._dirs: dict[int, DirBuffer] = {}
-        self._node_dirs: dict[int, DirBuffer] = {}  # listings asked for without a handle
-        self._listing_lock = threading.Lock()
-        self._listing_gen = 0  # moves on at every drop: a listing fetched across one is not kept
-        self._closed = False
-        self._close_lock = threading.Lock()
-        self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
-        try:
-            hello = self._handshake(self._client_name, connect_timeout)
-        except BaseException:
-            self._conn.close()
-            raise
-        self.session = hello.session
-        self.capabilities = tuple(hello.capabilities)
-        self.read_only = read_only or hello.read_only
-        self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
-        self.readdir_batch = min(readdir_batch, hello.max_readdir_entries or readdir_batch)
-        self.root_attr = self._attr(hello.root.attr)
-        self.max_nodes = hello.max_nodes  # 0: the server did not say
-        self._metadata = ((SESSION_KEY, hello.session),)
+        self.facts: ReplyFacts = NO_FACTS
         self._writes = WriteBehind()
-        # Calls that need not wait for queued writes: nothing they read or change is something
-        # a write changes (the security.capability a host write drops was removed through the
-        # mount before the kernel sent that write).
-        self._unordered = frozenset((self._stub.Write, self._stub.GetXattr, self._stub.ListXattr,
-                                     self._stub.Ping))
-        self._counts = LookupCounts(self._send_forget, self._send_ping,
-                                    ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
-        self._counts.start()
+        self.session = ServerSession(address, share, self._writes, timeout=timeout,
+                                     connect_timeout=connect_timeout, client_name=client_name)
+        self._stub = self.session.stub
+        self.read_only = read_only or self.session.read_only
+        self.max_io = self.session.max_io
+        self.max_nodes = self.session.max_nodes
+        self.readdir_batch = min(readdir_batch, self.session.max_readdir_entries or readdir_batch)
+        self.root_attr = self._attr(self.session.root_attr)
+        counts = self.session.counts
+        self.listings = Listings(lambda: self.policy.mode.attr_timeout,
+                                 lambda: self.policy.mode.negative_timeout,
+                                 counts.received, counts.give_back)
+        self._stamps: dict[int, tuple[int, int, int]] = {}
         self._releases = ReleaseQueue(self._send_releases) \
-            if "release-batch" in self.capabilities else None
+            if "release-batch" in self.session.capabilities else None
 
     # --- plumbing -----------------------------------------------------------------------------
-    def _handshake(self, client_name: str, connect_timeout: float):
-        request = pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share=self.share,
-                                      required_capabilities=REQUIRED_CAPABILITIES,
-                                      client_name=client_name)
-        try:
-            reply = self._stub.Handshake(request, timeout=connect_timeout, wait_for_ready=True)
-        except grpc.RpcError as exc:
-            # No answer within connect_timeout means nobody is there (ENOTCONN), not an I/O error.
-            err = errno_of(exc)
-            raise FsError(errno.ENOTCONN if err == errno.EIO else err,
-                          f"cannot reach bridgefs server at {self.address}: "
-                          f"{exc.details() if hasattr(exc, 'details') else exc}") from None
-        if reply.errno:
-            why = {errno.ENOENT: f"no share named {self.share!r}",
-                   errno.EPROTONOSUPPORT: f"server speaks protocol {reply.protocol_version} with "
-                                          f"{list(reply.capabilities)}, client needs "
-                                          f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}"}
-            raise FsError(reply.errno, why.get(reply.errno, os.strerror(reply.errno)))
-        return reply
+    def _call(self, rpc: Any, request: Any, timeout: float | None = None) -> Any:
+        return self.session.call(rpc, request, timeout)
 
-    # --- node ids across a server restart ------------------------------------------------------
-    # Node ids are the server's handles, until the server forgets the session (it restarted):
-    # then the client handshakes again, and ids of later sessions carry the session's number
-    # ("epoch") above EPOCH_SHIFT, so they never collide with ids the kernel still holds.  An id
-    # from an earlier session is bound again, on first use, by looking its name up anew.
     def _h(self, ino: int) -> int:
-        """The server handle of node id ``ino``."""
-        if ino == ROOT_HANDLE or ino >> EPOCH_SHIFT == self.epoch:
-            return ino & HANDLE_MASK
-        handle = self._rebound.get(ino)
-        if handle is None:
-            handle = self._rebind(ino)
-        return handle
+        return self.session.handle(ino)
 
     def _n(self, handle: int) -> int:
-        """The node id of server handle ``handle``."""
-        return handle if handle == ROOT_HANDLE else (self.epoch << EPOCH_SHIFT) | handle
+        return self.session.node(handle)
 
-    def name_of(self, ino: int) -> tuple[int, bytes] | None:
-        """(parent node id, name) of a node, for rebinding after a restart; see WatchedFileSystem."""
-        return None
+    def _attr(self, a: Any) -> Attr:
+        return attr_of(a, self.owner)
 
-    def _rebind(self, ino: int) -> int:
-        where = self.name_of(ino)
-        if where is None:
-            raise FsError(errno.ESTALE)
-        parent, name = where
-        reply = self._call(self._stub.Lookup, pb.NameRequest(parent=self._h(parent), name=name))
-        self._counts.received(reply.entry.handle)
-        self._rebound[ino] = reply.entry.handle
-        return reply.entry.handle
-
-    def resume(self) -> bool:
-        """Open a new session after the server lost ours (it restarted).  False if it is not
-        back yet.  Open files of the lost session stay lost (EBADF)."""
-        with self._resume_lock:
-            try:
-                self._call(self._stub.Ping, pb.Empty(), timeout=min(self.timeout, 5.0))
-                return True  # the session is fine
-            except FsError as exc:
-                if exc.errno != errno.ESTALE:
-                    return False
-            try:
-                hello = self._handshake(self._client_name, min(self.timeout, 5.0))
-            except FsError:
-                return False
-            self.session = hello.session
-            self._metadata = ((SESSION_KEY, hello.session),)
-            self.epoch += 1
-            self._rebound.clear()
-            self._stamps.clear()
-            self._dirs.clear()
-            self._node_dirs.clear()
-            self._counts.reset()
-            if self._releases is not None:
-                self._releases.reset()
-            log.warning("the server lost this client's session: attached again (session %d)",
-                        self.epoch)
-            return True
-
-    def _call(self, rpc, request, timeout: float | None = None):
-        if self._writes.busy and rpc not in self._unordered:
-            self._writes.drain()  # whatever this asks or changes comes after the writes answered
-        started = time.perf_counter_ns()
-        try:
-            reply = rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
-            raise FsError(errno_of(exc)) from None
-        self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
-        self._counts.touch()
-        if reply.errno:
-            raise FsError(reply.errno)
-        return reply
-
-    def stats(self, reset: bool = False) -> dict:
-        """Round trips made to the server, per call (for `bridgefs stats`)."""
-        return self.rpc_stats.snapshot(reset)
-
-    def _send_forget(self, items: list[tuple[int, int]]) -> None:
-        request = pb.ForgetRequest(items=[pb.ForgetItem(handle=h, count=n) for h, n in items])
-        self._call(self._stub.Forget, request)
-
-    def _send_ping(self) -> None:
-        self._call(self._stub.Ping, pb.Empty())
-
-    @property
-    def entry_timeout(self) -> float:
-        return self.mode.entry_timeout
-
-    @property
-    def attr_timeout(self) -> float:
-        return self.mode.attr_timeout
-
-    @property
-    def negative_timeout(self) -> float:
-        return self.mode.negative_timeout
+    def _entry(self, e: Any) -> Entry:
+        """An Entry for the FUSE layer; counts the reference it carries."""
+        self.session.counts.received(e.handle)
+        mode = self.policy.mode
+        return Entry(ino=self._n(e.handle), attr=self._attr(e.attr),
+                     entry_timeout=mode.entry_timeout, attr_timeout=mode.attr_timeout)
 
     def _writable(self) -> None:
         if self.read_only:
             raise FsError(errno.EROFS)
 
-    def _attr(self, a) -> Attr:
-        return Attr(ino=a.ino, mode=a.mode, nlink=a.nlink,
-                    uid=a.uid if self.uid is None else self.uid,
-                    gid=a.gid if self.gid is None else self.gid,
-                    rdev=a.rdev, size=a.size, blocks=a.blocks, atime_ns=a.atime_ns,
-                    mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns, blksize=a.blksize or 4096)
+    @property
+    def entry_timeout(self) -> float:
+        return self.policy.mode.entry_timeout
 
-    def _entry(self, e) -> Entry:
-        """An Entry for the FUSE layer; counts the reference it carries."""
-        self._counts.received(e.handle)
-        return Entry(ino=self._n(e.handle), attr=self._attr(e.attr), entry_timeout=self.entry_timeout,
-                     attr_timeout=self.attr_timeout)
+    @property
+    def attr_timeout(self) -> float:
+        return self.policy.mode.attr_timeout
+
+    @property
+    def negative_timeout(self) -> float:
+        return self.policy.mode.negative_timeout
 
     # --- life cycle -------------------------------------------------------------------------------
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Round trips made to the server, per call (for `bridgefs stats`)."""
+        return self.session.rpc_stats.snapshot(reset)
+
+    def resume(self) -> bool:
+        """Open a new session after the server lost ours (it restarted).  False if it is not
+        back yet.  Open files of the lost session stay lost (EBADF)."""
+        return self.session.resume(self._session_lost)
+
+    def _session_lost(self) -> None:
+        self._stamps.clear()
+        self.listings.reset()
+        if self._releases is not None:
+            self._releases.reset()
+
     def forget(self, ino: int, nlookup: int | None = None) -> None:
         """The kernel forgot ``ino``.  ``nlookup``, when the caller knows it, is the number of
         references the kernel dropped; otherwise every reference this client received is
         returned."""
         self._stamps.pop(ino, None)
-        with self._listing_lock:
-            listing = self._node_dirs.pop(ino, None)
-        if listing is not None:
-            self._give_back(listing.clear())
-        if ino >> EPOCH_SHIFT == self.epoch:
-            self._counts.forget(ino & HANDLE_MASK, nlookup)
-        else:  # a node from before the session was resumed: only its rebinding is held
-            handle = self._rebound.pop(ino, None)
-            if handle is not None:
-                self._counts.give_back(handle)
+        self.listings.forget(ino)
+        self.session.forget(ino, nlookup)
+
+    def give_back(self, ino: int) -> None:
+        """A reference to ``ino`` that an answer carried but that never reached the kernel."""
+        self.session.give_back(ino)
 
     def flush_forgets(self) -> None:
         """Send queued forgets now (normally they go out in the background within ~20 ms)."""
-        self._counts.flush()
+        self.session.counts.flush()
 
     def destroy(self) -> None:
         self.close()
 
     def close(self) -> None:
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-        try:
-            self._counts.close()  # queued forgets are moot: Goodbye releases every handle
-            if self._releases is not None:
-                self._releases.close()  # so are queued releases: Goodbye closes every file
-            self._writes.close()
-            self._call(self._stub.Goodbye, pb.Empty(), timeout=min(self.timeout, 5.0))
-        except FsError as exc:
-            log.debug("goodbye failed: %s", exc)
-        finally:
-            self._conn.close()
+        self.session.close(self._stop_senders)
+
+    def _stop_senders(self) -> None:
+        if self._releases is not None:
+            self._releases.close()  # queued releases are moot: Goodbye closes every file
+        self._writes.close()
 
     def __enter__(self) -> "RemoteFileSystem":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def server_lookup(self, parent: int, name: bytes) -> Entry:
+        """The node ``name`` names on the server now (ENOENT when none), with a reference."""
+        entry = RemoteFileSystem.lookup(self, Context(), parent, name)
+        if not entry.ino:
+            raise FsError(errno.ENOENT)
+        return entry
+
+    def read_files(self, inos: list[int], max_file_size: int,
+                   max_total: int) -> list[tuple[int, Attr, bytes] | None]:
+        """The contents of several files in one round trip: (ino, attributes, data) each, None
+        for a file the server could not read or left out."""
+        reply = self._call(self._stub.ReadFiles, pb.ReadFilesRequest(
+            handles=[self._h(i) for i in inos], max_file_size=max_file_size, max_total=max_total))
+        out: list[tuple[int, Attr, bytes] | None] = [None] * len(inos)
+        for i, (ino, content) in enumerate(zip(inos, reply.files)):
+            if not content.errno:
+                out[i] = (ino, self._attr(content.attr), content.data)
+        return out
 
     # --- names ----------------------------------------------------------------------------------
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
@@ -315,22 +205,13 @@ class RemoteFileSystem(FileSystem):
 
     # A change of a directory's names answers with the directory's attributes after it: the
     # kernel drops them at every such change and would ask for them before the next lookup.
-    def _dir_changing(self, parent: int):
-        """A change of ``parent``'s names begins; returns what _dir_changed takes back."""
-        return None
-
-    def _dir_changed(self, parent: int, token, attr: Attr | None) -> None:
-        """It ended; ``attr``: the directory's attributes right after it, None if unknown."""
-
-    def _names_refused(self, parent: int) -> None:
-        """A change of ``parent``'s names failed (EEXIST, ENOENT, a lost connection...): the
-        host's names there may differ from what this client thought."""
-
-    def _in_dir(self, parent: int, rpc, request, other_dir: int | None = None):
+    # A change of a directory's names answers with the directory's attributes after it: the
+    # kernel drops them at every such change and would ask for them before the next lookup.
+    def _in_dir(self, parent: int, rpc: Any, request: Any, other_dir: int | None = None) -> Any:
         """``rpc``, a change of the names in ``parent`` (and in ``other_dir``, a rename's
         destination)."""
         dirs = (parent,) if other_dir in (None, parent) else (parent, other_dir)
-        token = self._dir_changing(parent)
+        token = self.facts.dir_changing(parent)
         attr = None
         try:
             reply = self._call(rpc, request)
@@ -339,14 +220,14 @@ class RemoteFileSystem(FileSystem):
             return reply
         except FsError:
             for d in dirs:
-                self._names_refused(d)
+                self.facts.names_refused(d)
             raise
         finally:
             # Once the server has made the change (or not), a listing kept for the directory,
             # even one fetched while the change was on its way, tells the old names.
             for d in dirs:
-                self.drop_listing(d)
-            self._dir_changed(parent, token, attr)
+                self.listings.drop(d)
+            self.facts.dir_changed(parent, token, attr)
 
     def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
         self._writable()
@@ -404,7 +285,8 @@ class RemoteFileSystem(FileSystem):
             request.fh = fh
         if changes.mode is not None:
             request.mode = changes.mode
-        uid, gid = self._owner(changes.uid, self.uid), self._owner(changes.gid, self.gid)
+        uid = self._owner(changes.uid, self.owner.uid)
+        gid = self._owner(changes.gid, self.owner.gid)
         if uid is not None:
             request.uid = uid
         if gid is not None:
@@ -430,9 +312,7 @@ class RemoteFileSystem(FileSystem):
         self._call(self._stub.Access, pb.AccessRequest(handle=self._h(ino), mask=mask))
 
     def statfs(self, ctx, ino) -> StatFs:
-        r = self._call(self._stub.StatFs, pb.NodeRequest(handle=self._h(ino)))
-        return StatFs(blocks=r.blocks, bfree=r.bfree, bavail=r.bavail, files=r.files,
-                      ffree=r.ffree, bsize=r.bsize, namelen=r.namelen, frsize=r.frsize)
+        return statfs_of(self._call(self._stub.StatFs, pb.NodeRequest(handle=self._h(ino))))
 
     def syncfs(self, ctx, ino) -> None:
         self._call(self._stub.SyncFs, pb.NodeRequest(handle=self._h(ino)), self.slow_timeout)
@@ -455,11 +335,13 @@ class RemoteFileSystem(FileSystem):
 
     # --- files ------------------------------------------------------------------------------------
     def open(self, ctx, ino, flags) -> Opened:
+        if not self.opens:
+            raise FsError(errno.ENOSYS)  # no-open mode: the kernel stops sending OPEN
         if flags & _WRITE_FLAGS:
             self._writable()
         reply = self._call(self._stub.Open, pb.OpenRequest(handle=self._h(ino), flags=flags))
         stamp = (reply.attr.size, reply.attr.mtime_ns, reply.attr.ctime_ns)
-        keep = self.mode.trust_pages or self._stamps.get(ino) == stamp
+        keep = self.policy.mode.trust_pages or self._stamps.get(ino) == stamp
         self._stamps[ino] = stamp
         return Opened(fh=reply.fh, keep_cache=keep)
 
@@ -478,11 +360,8 @@ class RemoteFileSystem(FileSystem):
         ino = self._n(reply.entry.handle)
         self._stamps.pop(ino, None)
         if reply.created:
-            self._made_file(ino)
+            self.facts.file_made(ino)
         return self._entry(reply.entry), Opened(fh=reply.fh)
-
-    def _made_file(self, ino: int) -> None:
-        """``ino`` is a file this client's create just made (it existed nowhere before)."""
 
     def read(self, ctx, ino, fh, offset, size) -> bytes:
         parts = []
@@ -510,23 +389,24 @@ class RemoteFileSystem(FileSystem):
             done = 0
             while done < len(data):
                 chunk = data[done:done + self.max_io] if len(data) > self.max_io else data
-                written = self._send_write(self.epoch, handle, fh, offset + done, chunk, flags)
+                written = self._send_write(self.session.epoch, handle, fh, offset + done, chunk, flags)
                 done += written
                 if written < len(chunk):
                     break
             return done
-        node = (self.epoch, handle)
+        epoch = self.session.epoch
+        node = (epoch, handle)
         for start in range(0, len(data), self.max_io):
             chunk = data[start:start + self.max_io] if len(data) > self.max_io else data
             self._writes.submit(PendingWrite(
                 node, fh, offset + start, chunk,
-                functools.partial(self._send_write, self.epoch, handle, fh, offset + start, chunk,
+                functools.partial(self._send_write, epoch, handle, fh, offset + start, chunk,
                                   flags)))
         return len(data)
 
     def _send_write(self, epoch: int, handle: int, fh: int, offset: int, data: bytes,
                     flags: int) -> int:
-        if epoch != self.epoch:
+        if epoch != self.session.epoch:
             raise FsError(errno.EBADF)  # an open file of a session the server lost
         return self._call(self._stub.Write, pb.WriteRequest(
             handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written
@@ -535,9 +415,13 @@ class RemoteFileSystem(FileSystem):
         """After a drain: the error of a queued write not reported to ``fh`` yet (see
         WriteBehind.take_error)."""
         self._writes.drain()
-        return self._writes.take_error((self.epoch, self._h(ino)), fh, any_file)
+        return self._writes.take_error((self.session.epoch, self._h(ino)), fh, any_file)
 
     def flush(self, ctx, ino, fh, lock_owner) -> None:
+        if not self.opens:
+            # Writes are never held back then and locks are the VM kernel's own, so a close
+            # has nothing to tell the server: ENOSYS makes the kernel stop sending FLUSH.
+            raise FsError(errno.ENOSYS)
         err = self._deferred_error(ino, fh, any_file=False)
         try:
             self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh,
@@ -549,6 +433,11 @@ class RemoteFileSystem(FileSystem):
             raise FsError(err)  # close() reports a write that was answered before it failed
 
     def release(self, ctx, ino, fh, flags) -> None:
+        if not fh:
+            # In no-open mode the kernel sends RELEASE for nothing at all, so files made then
+            # are closed on the server at once (fh 0): a RELEASE of one made before the kernel
+            # entered that mode is of fh 0 too.
+            return
         if self._releases is not None:
             self._releases.add(self._h(ino), fh)
         else:
@@ -590,58 +479,22 @@ class RemoteFileSystem(FileSystem):
 
     # --- directories ----------------------------------------------------------------------------
     def opendir(self, ctx, ino, flags) -> Opened:
+        if not self.opens:
+            raise FsError(errno.ENOSYS)  # no-open mode: the kernel stops sending OPENDIR
         fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=self._h(ino))).fh
-        self._dirs[fh] = DirBuffer(plus_ttl=self.attr_timeout)
-        cached = self.mode.cache_listings
+        self.listings.opened(fh, self.attr_timeout)
+        cached = self.policy.mode.cache_listings
         return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
 
-    def readdir(self, ctx, ino, fh, offset, plus):
+    def readdir(self, ctx, ino, fh, offset, plus) -> Iterable[DirEntry]:
         if fh:
-            buf = self._dirs.get(fh)
+            buf = self.listings.of_handle(fh)
             if buf is None:
                 raise FsError(errno.EBADF)
         else:  # the kernel lists without opening (no-opendir): one ListDir per directory
-            buf = self._node_listing(ino)
+            buf = self.listings.of_node(ino)
         return buf.iterate(offset, plus, lambda cookie: self._fetch(ino, fh, cookie, plus),
-                           self._counts.received, self._give_back)
-
-    def _node_listing(self, ino: int) -> DirBuffer:
-        buf = self._node_dirs.get(ino)
-        if buf is None:
-            # What is kept is trusted as long as attributes are: in long mode, until an event
-            # or a change through this client drops it (drop_listing).
-            buf = self._node_dirs.setdefault(ino, DirBuffer(lambda: self.mode.attr_timeout))
-        return buf
-
-    def lookup_listed(self, parent: int, name: bytes) -> Entry | None:
-        """A lookup answered from a listing kept for ``parent`` (one fetched ahead, mostly):
-        the entry; an absent entry (ino 0) when the listing is whole and lacks the name; None
-        when it cannot say."""
-        buf = self._node_dirs.get(parent)
-        if buf is None or name in (b".", b"..") or len(name) > 255:
-            return None  # (a name too long is the server's to refuse)
-        record, whole = buf.take_entry(name)
-        if record is not None:
-            self._counts.received(record.handle)
-            return record.entry.entry
-        if whole:
-            return Entry(ino=0, attr=None, entry_timeout=self.negative_timeout)
-        return None
-
-    def drop_listing(self, ino: int) -> None:
-        """Directory ``ino`` changed: what is kept of its listing may not start a new one."""
-        with self._listing_lock:
-            self._listing_gen += 1
-            buf = self._node_dirs.get(ino)
-        if buf is not None:
-            self._give_back(buf.drop_start())
-
-    def drop_listings(self) -> None:
-        with self._listing_lock:
-            self._listing_gen += 1
-            bufs = list(self._node_dirs.values())
-        for buf in bufs:
-            self._give_back(buf.drop_start())
+                           self.session.counts.received, self.listings.give_back)
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
         if fh:
@@ -649,17 +502,20 @@ class RemoteFileSystem(FileSystem):
                 handle=self._h(ino), fh=fh, offset=cookie, plus=plus,
                 max_entries=self.readdir_batch))
         else:
-            subtree = SUBTREE_RECORDS if plus and not cookie and self.mode.cache_listings else 0
-            gen = self._listing_gen
+            long = self.policy.mode.cache_listings
+            subtree = SUBTREE_RECORDS if plus and not cookie and long else 0
+            generation = self.listings.generation
             reply = self._call(self._stub.ListDir, pb.ReadDirRequest(
                 handle=self._h(ino), offset=cookie, plus=plus, max_entries=LISTDIR_BATCH,
                 subtree_records=subtree))
             if reply.below:
-                self._keep_below(reply.below, gen)
-        records = self._records(reply.entries, plus, cookie)
-        return records, reply.eof
+                subs = [(self._n(sub.handle), self._records(sub.entries, True))
+                        for sub in reply.below]
+                for sub_ino, records in self.listings.keep_ahead(subs, generation):
+                    self.facts.listed_ahead(sub_ino, [r.entry for r in records])
+        return self._records(reply.entries, plus, cookie), reply.eof
 
-    def _records(self, entries, plus: bool, cookie: int = 0) -> list[Record]:
+    def _records(self, entries: Any, plus: bool, cookie: int = 0) -> list[Record]:
         records = []
         for d in entries:
             entry = None
@@ -672,36 +528,8 @@ class RemoteFileSystem(FileSystem):
             cookie = d.offset
         return records
 
-    def _keep_below(self, below, gen: int) -> None:
-        """Listings of subdirectories that came with a listing: kept as if their own first
-        READDIRPLUS had fetched them, unless something changed while they were on the way."""
-        now = time.monotonic()
-        subs = [(self._n(sub.handle), self._records(sub.entries, True)) for sub in below]
-        dropped = []
-        with self._listing_lock:
-            for ino, records in subs:
-                if gen != self._listing_gen or not records:
-                    dropped.extend(r.handle for r in records if r.handle)
-                    continue
-                buf = self._node_dirs.get(ino)
-                if buf is None:
-                    buf = self._node_dirs[ino] = DirBuffer(lambda: self.mode.attr_timeout)
-                dropped.extend(buf.keep(records, True, True, records[-1].entry.offset, now,
-                                        ahead=True))
-                self._listed_ahead(ino, records)
-        self._give_back(dropped)
-
-    def _listed_ahead(self, ino: int, records: list[Record]) -> None:
-        """The listing of directory ``ino`` arrived ahead of the kernel's asking for it."""
-
-    def _give_back(self, handles: list[int]) -> None:
-        for handle in handles:
-            self._counts.give_back(handle)
-
     def releasedir(self, ctx, ino, fh) -> None:
-        buf = self._dirs.pop(fh, None)
-        if buf is not None:
-            self._give_back(buf.clear())
+        self.listings.closed(fh)
         self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=fh))
 
     def fsyncdir(self, ctx, ino, fh, datasync) -> None:

@@ -16,9 +16,13 @@ import stat
 import threading
 from dataclasses import dataclass, field
 
+from typing import Callable
+
 from bridgefs.client.beneath import open_dir_beneath
-from bridgefs.fuse.filesystem import Attr, Entry, FsError, Opened
-from bridgefs.rpc import pb
+from bridgefs.client.convert import ChangeKind as Kind
+from bridgefs.client.convert import HostChange
+from bridgefs.client.names import NameTable
+from bridgefs.fuse.filesystem import Attr, Context, Entry, FsError, Opened
 
 log = logging.getLogger("bridgefs.client")
 
@@ -26,12 +30,11 @@ log = logging.getLogger("bridgefs.client")
 REPLAY_FH = 1 << 63
 FAKE_NODE_BASE = 1 << 62
 
-Kind = pb.Change.Kind
 
 
 @dataclass
 class Plan:
-    kind: int
+    kind: Kind
     path: list[bytes]
     dest: list[bytes] = field(default_factory=list)
     is_dir: bool = False
@@ -44,9 +47,17 @@ def is_fake(ino: int) -> bool:
 
 
 class Replayer:
-    def __init__(self, fs, mountpoint: str):
-        self.fs = fs  # the WatchedFileSystem whose requests a replay answers
-        self.mountpoint = mountpoint
+    """``server_lookup(parent, name)``: the node a name stands for on the server now, with a
+    reference that ``give_back(ino)`` returns when the kernel is not handed it;
+    ``forget_name(parent, name)``: the replay starts from "not there yet" (an invalidation)."""
+
+    def __init__(self, names: NameTable, server_lookup: Callable[[int, bytes], Entry],
+                 give_back: Callable[[int], None], forget_name: Callable[[int, bytes], None]):
+        self.names = names
+        self._server_lookup = server_lookup
+        self._give_back = give_back
+        self._forget_name = forget_name
+        self.mountpoint = ""  # set once the mount is attached
         self.tid: int | None = None
         self.plan: Plan | None = None
         self._fake_next = FAKE_NODE_BASE
@@ -54,7 +65,7 @@ class Replayer:
         self._lock = threading.Lock()
 
     # --- running a replay (on the replay thread) ---------------------------------------------
-    def replay(self, change) -> bool:
+    def replay(self, change: HostChange) -> bool:
         """Perform ``change`` on the mount from this thread; False when it was not replayed
         (the invalidations already sent keep the caches right either way)."""
         self.tid = threading.get_native_id()
@@ -70,13 +81,13 @@ class Replayer:
             self.plan = plan
             return self._perform(plan)
         except OSError as exc:
-            log.debug("replay of %s /%s failed: %s", Kind.Name(change.kind),
+            log.debug("replay of %s /%s failed: %s", change.kind.name,
                       b"/".join(plan.path).decode(errors="replace"), exc)
             return False
         finally:
             self.plan = None
             if plan.node is not None and not plan.node_used:
-                self.fs.give_back(plan.node.ino)
+                self._give_back(plan.node.ino)
 
     def _perform(self, plan: Plan) -> bool:
         root = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -145,27 +156,27 @@ class Replayer:
                 os.close(root)
         except OSError:
             return None
-        parent = self.fs.names.resolve(path[:-1])[-1]
+        parent = self.names.resolve(path[:-1])[-1]
         if parent is None:
             return None
         try:
-            entry = self.fs.server_lookup(parent, path[-1])
+            entry = self._server_lookup(parent, path[-1])
         except FsError:
             return None
-        self.fs.invalidate_entry(parent, path[-1])  # the replay starts from "not there yet"
+        self._forget_name(parent, path[-1])  # the replay starts from "not there yet"
         return entry
 
     # --- answering the replay's requests (on FUSE worker threads) ----------------------------
-    def owns(self, ctx) -> bool:
+    def owns(self, ctx: Context) -> bool:
         return self.plan is not None and ctx.pid == self.tid
 
     def _is_target(self, parent: int, name: bytes, path: list[bytes]) -> bool:
         if not path or name != path[-1]:
             return False
-        expected = self.fs.names.resolve(path[:-1])[-1]
+        expected = self.names.resolve(path[:-1])[-1]
         return expected is None or expected == parent
 
-    def lookup(self, parent: int, name: bytes, forward) -> Entry:
+    def lookup(self, parent: int, name: bytes, forward: Callable[[int, bytes], Entry]) -> Entry:
         plan = self.plan
         if plan.kind == Kind.CREATED and self._is_target(parent, name, plan.path):
             raise FsError(errno.ENOENT)

@@ -1,0 +1,60 @@
+"""The edge between the contract's generated messages and the client's own types: nothing past
+this module (and the RemoteFileSystem calls that use it) handles a protocol message."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from bridgefs.fuse.filesystem import Attr, StatFs
+from bridgefs.rpc import pb
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """``uid``/``gid`` to present every file as owned by (None: the server's answer)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+
+def attr_of(a: Any, owner: Owner) -> Attr:
+    return Attr(ino=a.ino, mode=a.mode, nlink=a.nlink,
+                uid=a.uid if owner.uid is None else owner.uid,
+                gid=a.gid if owner.gid is None else owner.gid,
+                rdev=a.rdev, size=a.size, blocks=a.blocks, atime_ns=a.atime_ns,
+                mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns, blksize=a.blksize or 4096)
+
+
+def statfs_of(r: Any) -> StatFs:
+    return StatFs(blocks=r.blocks, bfree=r.bfree, bavail=r.bavail, files=r.files, ffree=r.ffree,
+                  bsize=r.bsize, namelen=r.namelen, frsize=r.frsize)
+
+
+class ChangeKind(enum.Enum):
+    WATCHING = "watching"  # the stream is (again) complete from here on
+    OVERFLOW = "overflow"  # changes were lost: nothing cached can be trusted
+    CREATED = "created"
+    DELETED = "deleted"
+    MODIFIED = "modified"  # content
+    ATTRIB = "attrib"  # attributes alone
+    MOVED = "moved"
+
+
+_KINDS = {pb.Change.Kind.Value(k.name): k for k in ChangeKind}
+
+
+@dataclass(frozen=True, slots=True)
+class HostChange:
+    """One change the server saw on the host; paths are name lists from the share's root."""
+
+    kind: ChangeKind
+    path: tuple[bytes, ...] = ()
+    dest: tuple[bytes, ...] = ()  # MOVED: the new path
+    is_dir: bool = False
+    errno: int = 0  # the server ended the stream with this error
+
+
+def change_of(c: Any) -> HostChange:
+    return HostChange(_KINDS[c.kind], tuple(c.path), tuple(c.dest), c.is_dir, c.errno)

@@ -1,0 +1,215 @@
+"""One client's session with a bridgefs server: the channel, the handshake, the token every call
+carries, node ids across server restarts, and the references the kernel holds.
+
+Every round trip goes through ``ServerSession.call``: it waits for queued writes first (unless
+the call is one a write cannot affect), bounds the call in time, counts it for `bridgefs stats`,
+and turns a gRPC failure or an errno reply into ``FsError``.
+
+Node ids are the server's handles (the share root is 1) until the server forgets the session (it
+restarted): then ``resume`` handshakes again, and ids of later sessions carry the session's
+number ("epoch") above ``EPOCH_SHIFT``, so they never collide with ids the kernel still holds.
+An id from an earlier session is bound again, on first use, by looking its name up anew.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import grpc
+
+from bridgefs.client.channel import errno_of, open_channel
+from bridgefs.client.lookups import LookupCounts
+from bridgefs.client.rpcstats import RpcStats, method_name
+from bridgefs.client.writes import WriteBehind
+from bridgefs.fuse.filesystem import FsError
+from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc
+
+log = logging.getLogger("bridgefs.client")
+
+REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch", "node-io")
+EPOCH_SHIFT = 40
+HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
+
+# Where a node id was last named: (parent node id, name), or None; for rebinding after a restart.
+Locate = Callable[[int], "tuple[int, bytes] | None"]
+
+
+class ServerSession:
+    """Connects and handshakes on construction (raising FsError on failure).  ``timeout``
+    bounds every call that is not given its own."""
+
+    def __init__(self, address: str, share: str, writes: WriteBehind, *, timeout: float = 30.0,
+                 connect_timeout: float = 10.0, client_name: str | None = None):
+        self.address = address
+        self.share = share
+        self.timeout = timeout
+        self.rpc_stats = RpcStats()
+        self.epoch = 0
+        # Set by whoever records names (the name table): finds a node again after a restart.
+        self.locate: Locate = lambda ino: None
+        self._writes = writes
+        self._rebound: dict[int, int] = {}
+        self._resume_lock = threading.Lock()
+        self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
+        self._conn = open_channel(address)
+        self.stub = pb_grpc.FilesStub(self._conn.channel)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        try:
+            hello = self._handshake(connect_timeout)
+        except BaseException:
+            self._conn.close()
+            raise
+        self.id = hello.session
+        self._metadata = ((SESSION_KEY, hello.session),)
+        self.capabilities = tuple(hello.capabilities)
+        self.read_only = hello.read_only
+        self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
+        self.max_readdir_entries = hello.max_readdir_entries
+        self.max_nodes = hello.max_nodes  # 0: the server did not say
+        self.root_attr = hello.root.attr
+        # Calls that need not wait for queued writes: nothing they read or change is something
+        # a write changes (the security.capability a host write drops was removed through the
+        # mount before the kernel sent that write).
+        self._unordered = frozenset((self.stub.Write, self.stub.GetXattr, self.stub.ListXattr,
+                                     self.stub.Ping))
+        self.counts = LookupCounts(self._send_forget, self._send_ping,
+                                   ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
+        self.counts.start()
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    def _handshake(self, connect_timeout: float) -> Any:
+        request = pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share=self.share,
+                                      required_capabilities=REQUIRED_CAPABILITIES,
+                                      client_name=self._client_name)
+        try:
+            reply = self.stub.Handshake(request, timeout=connect_timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            # No answer within connect_timeout means nobody is there (ENOTCONN), not an I/O error.
+            err = errno_of(exc)
+            raise FsError(errno.ENOTCONN if err == errno.EIO else err,
+                          f"cannot reach bridgefs server at {self.address}: "
+                          f"{exc.details() if hasattr(exc, 'details') else exc}") from None
+        if reply.errno:
+            why = {errno.ENOENT: f"no share named {self.share!r}",
+                   errno.EPROTONOSUPPORT: f"server speaks protocol {reply.protocol_version} with "
+                                          f"{list(reply.capabilities)}, client needs "
+                                          f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}"}
+            raise FsError(reply.errno, why.get(reply.errno, os.strerror(reply.errno)))
+        return reply
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # --- round trips ----------------------------------------------------------------------------
+    def call(self, rpc: Any, request: Any, timeout: float | None = None) -> Any:
+        if self._writes.busy and rpc not in self._unordered:
+            self._writes.drain()  # whatever this asks or changes comes after the writes answered
+        started = time.perf_counter_ns()
+        try:
+            reply = rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
+            raise FsError(errno_of(exc)) from None
+        self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
+        self.counts.touch()
+        if reply.errno:
+            raise FsError(reply.errno)
+        return reply
+
+    def watch(self) -> Any:
+        """The change stream of this session's share (an iterator of pb.Change, cancellable)."""
+        return self.stub.Watch(pb.WatchRequest(), metadata=self._metadata)
+
+    def _send_forget(self, items: list[tuple[int, int]]) -> None:
+        request = pb.ForgetRequest(items=[pb.ForgetItem(handle=h, count=n) for h, n in items])
+        self.call(self.stub.Forget, request)
+
+    def _send_ping(self) -> None:
+        self.call(self.stub.Ping, pb.Empty())
+
+    # --- node ids ---------------------------------------------------------------------------------
+    def handle(self, ino: int) -> int:
+        """The server handle of node id ``ino``."""
+        if ino == ROOT_HANDLE or ino >> EPOCH_SHIFT == self.epoch:
+            return ino & HANDLE_MASK
+        handle = self._rebound.get(ino)
+        if handle is None:
+            handle = self._rebind(ino)
+        return handle
+
+    def node(self, handle: int) -> int:
+        """The node id of server handle ``handle``."""
+        return handle if handle == ROOT_HANDLE else (self.epoch << EPOCH_SHIFT) | handle
+
+    def _rebind(self, ino: int) -> int:
+        where = self.locate(ino)
+        if where is None:
+            raise FsError(errno.ESTALE)
+        parent, name = where
+        reply = self.call(self.stub.Lookup, pb.NameRequest(parent=self.handle(parent), name=name))
+        self.counts.received(reply.entry.handle)
+        self._rebound[ino] = reply.entry.handle
+        return int(reply.entry.handle)
+
+    def forget(self, ino: int, nlookup: int | None) -> None:
+        """The kernel forgot ``ino``: give back the references it was handed."""
+        if ino >> EPOCH_SHIFT == self.epoch:
+            self.counts.forget(ino & HANDLE_MASK, nlookup)
+        else:  # a node from before the session was resumed: only its rebinding is held
+            handle = self._rebound.pop(ino, None)
+            if handle is not None:
+                self.counts.give_back(handle)
+
+    def give_back(self, ino: int) -> None:
+        """A reference to ``ino`` that was received but never reached the kernel."""
+        if ino >> EPOCH_SHIFT == self.epoch:
+            self.counts.give_back(ino & HANDLE_MASK)
+
+    def resume(self, on_new_session: Callable[[], None]) -> bool:
+        """Open a new session after the server lost ours (it restarted); ``on_new_session``
+        then drops what belonged to the old one.  False if the server is not back yet."""
+        with self._resume_lock:
+            try:
+                self.call(self.stub.Ping, pb.Empty(), timeout=min(self.timeout, 5.0))
+                return True  # the session is fine
+            except FsError as exc:
+                if exc.errno != errno.ESTALE:
+                    return False
+            try:
+                hello = self._handshake(min(self.timeout, 5.0))
+            except FsError:
+                return False
+            self.id = hello.session
+            self._metadata = ((SESSION_KEY, hello.session),)
+            self.epoch += 1
+            self._rebound.clear()
+            self.counts.reset()
+            on_new_session()
+            log.warning("the server lost this client's session: attached again (session %d)",
+                        self.epoch)
+            return True
+
+    # --- life cycle -------------------------------------------------------------------------------
+    def close(self, before_goodbye: Callable[[], None]) -> None:
+        """Say goodbye (the server then releases every handle and file of the session);
+        ``before_goodbye`` stops what would otherwise still send."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.counts.close()  # queued forgets are moot: Goodbye releases every handle
+            before_goodbye()
+            self.call(self.stub.Goodbye, pb.Empty(), timeout=min(self.timeout, 5.0))
+        except FsError as exc:
+            log.debug("goodbye failed: %s", exc)
+        finally:
+            self._conn.close()
