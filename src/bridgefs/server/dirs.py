@@ -20,7 +20,7 @@ def dtype_of_mode(mode: int) -> int:
     return stat.S_IFMT(mode) >> 12
 
 
-def _dtype_of(entry: os.DirEntry) -> int:
+def _dtype_of(entry: os.DirEntry[str]) -> int:
     # DirEntry answers these from d_type without a stat when the host filesystem fills d_type.
     if entry.is_symlink():
         return DT_LNK
@@ -39,7 +39,7 @@ class DirListing:
         self.lock = threading.Lock()  # one reader at a time per handle
         self._dots = [(b".", self_ino, DT_DIR), (b"..", parent_ino, DT_DIR)]
         self._records: list[tuple[bytes, int, int]] = []
-        self._scan = None
+        self._scan: os._ScandirIterator[str] | None = None
         self._started = False
 
     def _restart(self) -> None:

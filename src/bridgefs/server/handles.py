@@ -17,11 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from bridgefs.server.confine import Refused
+from bridgefs.server.dirs import DirListing
 
 ROOT_HANDLE = 1
 
@@ -59,7 +60,8 @@ class Node(_Ref):
 class OpenFile(_Ref):
     __slots__ = ("fh", "kind", "handle", "listing")
 
-    def __init__(self, fh: int, fd: int, kind: str, handle: int, listing=None):
+    def __init__(self, fh: int, fd: int, kind: str, handle: int,
+                 listing: DirListing | None = None):
         super().__init__(fd)
         self.fh = fh
         self.kind = kind  # "file" | "dir"
@@ -77,7 +79,7 @@ def _close(ref: _Ref) -> None:
 class _Table:
     """The pin/unpin/kill protocol shared by both tables."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
 
     def _unpin(self, ref: _Ref) -> None:
@@ -202,7 +204,7 @@ class OpenTable(_Table):
         if len(self._files) >= self._limit:
             raise OSError(errno.EMFILE, f"session holds {self._limit} open files")
 
-    def add(self, fd: int, kind: str, handle: int, listing=None) -> int:
+    def add(self, fd: int, kind: str, handle: int, listing: DirListing | None = None) -> int:
         """Register an fd this table now owns; closes it and raises EMFILE past the bound."""
         with self._lock:
             full = len(self._files) >= self._limit

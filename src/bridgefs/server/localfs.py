@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 
 from bridgefs.server import at, confine, syscalls
 from bridgefs.server.confine import Name
@@ -30,6 +31,11 @@ MAX_READDIR = 1024
 MAX_LISTDIR = 4096
 MAX_SUBTREE = 8192  # records of the subdirectories one ListDir may add
 MAX_READ_FILES = 1024  # files one ReadFiles reads at most
+
+Entry = tuple[int, os.stat_result]  # a node handle handed out, and its attributes
+# A listing record: (cookie of the next record, name, inode, d_type, its Entry with plus)
+Record = tuple[int, bytes, int, int, Entry | None]
+Listing = tuple[list[Record], bool]  # and whether it reaches the end of the directory
 
 
 def _process_umask() -> int:
@@ -62,12 +68,12 @@ class LocalFs:
         self.writers = Writers(self.echo)
         self._umask = _process_umask()
 
-    # --- helpers ---------------------------------------------------------------------------------
+    # --- helpers ----------------------------------------------------------------------------------
     def _writable(self, op: str) -> None:
         if self.share.read_only:
             raise confine.Refused(errno.EROFS, f"{op} on read-only share {self.share.name!r}")
 
-    def _issue(self, fd: int) -> tuple[int, os.stat_result]:
+    def _issue(self, fd: int) -> Entry:
         try:
             st = os.fstat(fd)
         except BaseException:
@@ -75,11 +81,11 @@ class LocalFs:
             raise
         return self.nodes.issue(fd, st), st
 
-    def _lookup_issue(self, dirfd: int, name: Name) -> tuple[int, os.stat_result]:
+    def _lookup_issue(self, dirfd: int, name: Name) -> Entry:
         return self._issue(at.lookup(dirfd, name))
 
     @contextlib.contextmanager
-    def _io(self, fh: int, handle: int, flags: int, kind: str = "file"):
+    def _io(self, fh: int, handle: int, flags: int, kind: str = "file") -> Iterator[int]:
         """An fd for I/O: the open file ``fh``, or, for fh 0, the node ``handle`` opened with
         ``flags`` for this call alone.  A client whose kernel never sends opens (no-open mode)
         addresses files by node."""
@@ -114,13 +120,13 @@ class LocalFs:
                 else:
                     os.fchmod(fd, wanted)
 
-    # --- names -------------------------------------------------------------------------------------
-    def lookup(self, parent: int, name: bytes) -> tuple[int, os.stat_result]:
+    # --- names ------------------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> Entry:
         name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd:
             return self._lookup_issue(dirfd, name)
 
-    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, umask: int):
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, umask: int) -> Entry:
         self._writable("mknod")
         name = confine.check_name(name)
         perm = mode & 0o7777 & ~umask
@@ -132,7 +138,7 @@ class LocalFs:
             self._fix_mode(fd, perm)
             return handle, os.fstat(fd)
 
-    def mkdir(self, parent: int, name: bytes, mode: int, umask: int):
+    def mkdir(self, parent: int, name: bytes, mode: int, umask: int) -> Entry:
         self._writable("mkdir")
         name = confine.check_name(name)
         perm = mode & 0o7777 & ~umask
@@ -146,7 +152,7 @@ class LocalFs:
                 st = os.fstat(fd)
         return handle, st
 
-    def symlink(self, parent: int, name: bytes, target: bytes):
+    def symlink(self, parent: int, name: bytes, target: bytes) -> Entry:
         self._writable("symlink")
         name = confine.check_name(name)
         if not target or b"\0" in target or len(target) >= 4096:
@@ -156,7 +162,7 @@ class LocalFs:
                 at.symlink(target, dirfd, name)
             return self._lookup_issue(dirfd, name)
 
-    def link(self, handle: int, new_parent: int, new_name: bytes):
+    def link(self, handle: int, new_parent: int, new_name: bytes) -> Entry:
         self._writable("link")
         new_name = confine.check_name(new_name)
         with self.nodes.use(handle) as fd, self.nodes.use(new_parent) as dirfd:
@@ -180,7 +186,8 @@ class LocalFs:
         with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
             at.rmdir(dirfd, name)
 
-    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
+    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+               flags: int) -> None:
         self._writable("rename")
         name = confine.check_name(name)
         new_name = confine.check_name(new_name)
@@ -190,10 +197,10 @@ class LocalFs:
             self._close_writer(olddir, name)
             self._close_writer(newdir, new_name)
             with self.echo.moved(olddir, name, newdir, new_name,
-                                 flags & syscalls.RENAME_EXCHANGE):
+                                 bool(flags & syscalls.RENAME_EXCHANGE)):
                 at.rename(olddir, name, newdir, new_name, flags)
 
-    def forget(self, items) -> None:
+    def forget(self, items: Iterable[tuple[int, int]]) -> None:
         for handle, count in items:
             if self.nodes.forget(handle, count):
                 self.writers.close(handle)
@@ -202,7 +209,7 @@ class LocalFs:
         """The session ends: close what it kept open for writing."""
         self.writers.close_all()
 
-    # --- attributes ---------------------------------------------------------------------------
+    # --- attributes -------------------------------------------------------------------------------
     def getattr(self, handle: int, fh: int | None) -> os.stat_result:
         if fh is not None:
             with self.files.use(fh) as of:
@@ -210,9 +217,10 @@ class LocalFs:
         with self.nodes.use(handle) as fd:
             return os.fstat(fd)
 
-    def setattr(self, handle: int, fh: int | None, *, mode=None, uid=None, gid=None, size=None,
-                atime_ns=None, mtime_ns=None, atime_now=False, mtime_now=False,
-                kill_suidgid=False) -> os.stat_result:
+    def setattr(self, handle: int, fh: int | None, *, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None, size: int | None = None,
+                atime_ns: int | None = None, mtime_ns: int | None = None, atime_now: bool = False,
+                mtime_now: bool = False, kill_suidgid: bool = False) -> os.stat_result:
         self._writable("setattr")
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             st = os.fstat(fd)
@@ -263,7 +271,7 @@ class LocalFs:
         finally:
             os.close(fd)
 
-    # --- extended attributes ----------------------------------------------------------------
+    # --- extended attributes ----------------------------------------------------------------------
     def setxattr(self, handle: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable("setxattr")
         with self.nodes.use(handle) as fd, self.echo.node(fd):
@@ -282,7 +290,7 @@ class LocalFs:
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             os.removexattr(confine.proc_path(fd), _xattr_name(name))
 
-    # --- files --------------------------------------------------------------------------------------
+    # --- files ------------------------------------------------------------------------------------
     def _check_open_flags(self, flags: int, op: str) -> None:
         if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
             self._writable(op)
@@ -301,7 +309,7 @@ class LocalFs:
         return self.files.add(fd, "file", handle), st
 
     def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int,
-               keep_open: bool = True):
+               keep_open: bool = True) -> tuple[int, os.stat_result, int, bool]:
         """(handle, stat, fh, whether the file was made rather than an existing one opened);
         without ``keep_open`` the file is closed once made and fh is 0."""
         self._writable("create")
@@ -352,12 +360,14 @@ class LocalFs:
         finally:
             os.close(fd)
 
-    def read_files(self, handles, max_file_size: int, max_total: int):
+    def read_files(self, handles: Sequence[int], max_file_size: int, max_total: int
+                   ) -> list[tuple[int, int, bytes, os.stat_result | None]]:
         """[(handle, errno, data, stat)] of whole small regular files, in order, until
         ``max_total`` bytes would be passed."""
         max_file_size = min(max_file_size, MAX_IO)
         max_total = min(max_total, MAX_IO)  # the reply stays within one message
-        out, total = [], 0
+        out: list[tuple[int, int, bytes, os.stat_result | None]] = []
+        total = 0
         for handle in handles[:MAX_READ_FILES]:
             try:
                 with self.nodes.use(handle) as node_fd:
@@ -463,7 +473,7 @@ class LocalFs:
                 self._io(fh_out, handle_out, os.O_WRONLY) as dst, self.echo.node(dst):
             return os.copy_file_range(src, dst, min(length, MAX_COPY), off_in, off_out)
 
-    # --- directories -------------------------------------------------------------------------
+    # --- directories ------------------------------------------------------------------------------
     def opendir(self, handle: int) -> tuple[int, os.stat_result]:
         self.files.check_room()
         with self.nodes.use(handle) as node_fd:
@@ -476,23 +486,28 @@ class LocalFs:
             raise
         return self.files.add(fd, "dir", handle, listing), st
 
-    def readdir(self, fh: int, offset: int, plus: bool, max_entries: int):
+    def readdir(self, fh: int, offset: int, plus: bool, max_entries: int) -> Listing:
         """([(next_cookie, name, ino, dtype, (handle, stat) or None)], eof)."""
         count = max(1, min(max_entries or MAX_READDIR, MAX_READDIR))
-        with self.files.use(fh, "dir") as of, of.listing.lock:
-            return self._read_listing(of.fd, of.listing, offset, plus, count)
+        with self.files.use(fh, "dir") as of:
+            listing = of.listing
+            if listing is None:  # every directory handle has one: OpenTable.add by opendir
+                raise OSError(errno.EBADF, f"directory handle {fh} has no listing")
+            with listing.lock:
+                return self._read_listing(of.fd, listing, offset, plus, count)
 
-    def listdir_tree(self, handle: int, plus: bool, max_entries: int, subtree: int):
+    def listdir_tree(self, handle: int, plus: bool, max_entries: int, subtree: int
+                     ) -> tuple[list[Record], bool, list[tuple[int, list[Record]]]]:
         """listdir from cookie 0, and then, with plus, whole listings of the subdirectories,
         breadth first, while their records stay within ``subtree``:
         (records, eof, [(subdirectory handle, records)])."""
         records, eof = self.listdir(handle, 0, plus, max_entries)
-        below: list = []
+        below: list[tuple[int, list[Record]]] = []
         if not (plus and eof and subtree > 0):
             return records, eof, below
         budget = min(subtree, MAX_SUBTREE)
         room = MAX_IO - _size_of(records)  # the reply stays within one message
-        queue = [r[4][0] for r in records if _is_dir_entry(r)]
+        queue = _subdirectories(records)
         while queue and budget > 0:
             sub = queue.pop(0)
             try:
@@ -506,10 +521,10 @@ class LocalFs:
             below.append((sub, sub_records))
             budget -= len(sub_records)
             room -= size
-            queue.extend(r[4][0] for r in sub_records if _is_dir_entry(r))
+            queue.extend(_subdirectories(sub_records))
         return records, eof, below
 
-    def listdir(self, handle: int, offset: int, plus: bool, max_entries: int):
+    def listdir(self, handle: int, offset: int, plus: bool, max_entries: int) -> Listing:
         """readdir without a directory handle: a fresh listing of the node, read from cookie
         ``offset`` (a position in it, so a later call continues where this one stopped while
         the directory is unchanged)."""
@@ -531,8 +546,9 @@ class LocalFs:
             return st.st_ino, st.st_ino  # the share root is its own parent, as in a chroot
         return st.st_ino, at.stat_parent(fd).st_ino
 
-    def _read_listing(self, fd: int, listing: DirListing, offset: int, plus: bool, count: int):
-        out = []
+    def _read_listing(self, fd: int, listing: DirListing, offset: int, plus: bool,
+                      count: int) -> Listing:
+        out: list[Record] = []
         records, eof = listing.read(offset, count)
         for cookie, name, ino, dtype in records:
             entry = None
@@ -556,14 +572,15 @@ class LocalFs:
         self.files.release(fh, "dir")
 
 
-def _size_of(records) -> int:
+def _size_of(records: Sequence[Record]) -> int:
     """About what ``records`` take in a reply (a record with attributes is ~120 bytes + name)."""
     return sum(len(r[1]) + 128 for r in records)
 
 
-def _is_dir_entry(record) -> bool:
-    entry = record[4]
-    return entry is not None and stat.S_ISDIR(entry[1].st_mode)
+def _subdirectories(records: Sequence[Record]) -> list[int]:
+    """Handles of the directories among ``records`` (those listed with their attributes)."""
+    return [entry[0] for *_, entry in records
+            if entry is not None and stat.S_ISDIR(entry[1].st_mode)]
 
 
 def _pwrite_full(fd: int, data: bytes, offset: int) -> int:

@@ -11,17 +11,46 @@ import errno
 import logging
 import os
 import resource
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from bridgefs.rpc import (
-    CAPABILITIES, MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc,
+    CAPABILITIES,
+    MAX_IO_SIZE,
+    PROTOCOL_VERSION,
+    ROOT_HANDLE,
+    SESSION_KEY,
+    pb,
+    pb_grpc,
 )
 from bridgefs.server.confine import Refused
-from bridgefs.server.localfs import MAX_READDIR
+from bridgefs.server.localfs import MAX_READDIR, Entry, LocalFs, Record
 from bridgefs.server.sessions import Session, SessionRegistry
 from bridgefs.server.shares import Share
 from bridgefs.server.watcher import WatchHub, stream
 
 log = logging.getLogger("bridgefs.server")
+
+R = TypeVar("R")
+
+
+class _ParentReply(Protocol):
+    """A reply that carries the attributes of the directory whose names changed."""
+
+    @property
+    def parent(self) -> pb.Attr: ...
+
+
+WithParent = TypeVar("WithParent", bound=_ParentReply)
+
+
+class Context(Protocol):
+    """What the servicer uses of grpc.ServicerContext (grpc ships no annotations)."""
+
+    def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]]: ...
+    def peer(self) -> str: ...
+    def add_callback(self, callback: Callable[[], object]) -> bool: ...
+    def is_active(self) -> bool: ...
 
 
 def attr_of(st: os.stat_result) -> pb.Attr:
@@ -36,11 +65,11 @@ def entry_of(handle: int, st: os.stat_result) -> pb.Entry:
     return pb.Entry(handle=handle, attr=attr_of(st))
 
 
-def _entry_reply(result) -> pb.EntryReply:
+def _entry_reply(result: Entry) -> pb.EntryReply:
     return pb.EntryReply(entry=entry_of(*result))
 
 
-def _changed_dir(fs, parent: int, reply):
+def _changed_dir(fs: LocalFs, parent: int, reply: WithParent) -> WithParent:
     """``reply`` with the attributes of directory ``parent`` after a change of its names: the
     client's kernel drops them at every such change and would ask for them right away."""
     try:
@@ -69,14 +98,17 @@ class FilesService(pb_grpc.FilesServicer):
         self.registry = registry
         self.watches = watches if watches is not None else WatchHub()
 
-    # --- plumbing -----------------------------------------------------------------------------
-    def _session(self, context) -> Session | None:
+    # --- plumbing ---------------------------------------------------------------------------------
+    def _session(self, context: Context) -> Session | None:
         for key, value in context.invocation_metadata():
-            if key == SESSION_KEY:
+            if key == SESSION_KEY and isinstance(value, str):
                 return self.registry.get(value)
         return None
 
-    def _run(self, context, reply_cls, op: str, fn):
+    def _run(self, context: Context, reply_cls: Callable[..., R], op: str,
+             fn: Callable[[LocalFs], R | None]) -> R:
+        """``fn``'s reply, or ``reply_cls`` carrying the errno it failed with; a ``fn`` that
+        returns nothing succeeded with an empty reply."""
         session = self._session(context)
         if session is None:
             return reply_cls(errno=errno.ESTALE)
@@ -86,7 +118,8 @@ class FilesService(pb_grpc.FilesServicer):
             log.warning("refused %s for session %s: %s", op, session.short, exc.strerror)
             return reply_cls(errno=exc.errno)
         try:
-            return fn(session.fs)
+            reply = fn(session.fs)
+            return reply_cls() if reply is None else reply
         except Refused as exc:
             log.warning("refused %s for session %s (%s): %s", op, session.short,
                         session.client_name or session.peer, exc.reason)
@@ -101,8 +134,8 @@ class FilesService(pb_grpc.FilesServicer):
         finally:
             session.exit()
 
-    # --- session --------------------------------------------------------------------------------
-    def Handshake(self, request, context):
+    # --- session ----------------------------------------------------------------------------------
+    def Handshake(self, request: pb.HandshakeRequest, context: Context) -> pb.HandshakeReply:
         peer = context.peer()
         if request.protocol_version != PROTOCOL_VERSION:
             log.warning("refused handshake from %s: protocol version %d, server speaks %d",
@@ -112,7 +145,7 @@ class FilesService(pb_grpc.FilesServicer):
         missing = set(request.required_capabilities) - set(CAPABILITIES)
         share = self.shares.get(request.share)
         err = errno.EPROTONOSUPPORT if missing else 0 if share else errno.ENOENT
-        if err:
+        if err or share is None:
             log.warning("refused handshake from %s (%s) for share %r: %s", peer,
                         request.client_name, request.share,
                         f"missing capabilities {sorted(missing)}" if missing else "no such share")
@@ -132,10 +165,10 @@ class FilesService(pb_grpc.FilesServicer):
             max_readdir_entries=MAX_READDIR, idle_timeout=self.registry.limits.idle_timeout,
             max_nodes=node_capacity(self.registry.limits.max_nodes))
 
-    def Ping(self, request, context):
+    def Ping(self, request: pb.Empty, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "ping", lambda fs: _OK)
 
-    def Goodbye(self, request, context):
+    def Goodbye(self, request: pb.Empty, context: Context) -> pb.Status:
         session = self._session(context)
         if session is None:
             return pb.Status(errno=errno.ESTALE)
@@ -143,11 +176,11 @@ class FilesService(pb_grpc.FilesServicer):
         log.info("session %s: goodbye", session.short)
         return _OK
 
-    def Forget(self, request, context):
+    def Forget(self, request: pb.ForgetRequest, context: Context) -> pb.Status:
         items = [(item.handle, item.count) for item in request.items]
-        return self._run(context, pb.Status, "forget", lambda fs: fs.forget(items) or _OK)
+        return self._run(context, pb.Status, "forget", lambda fs: fs.forget(items))
 
-    def Watch(self, request, context):
+    def Watch(self, request: pb.WatchRequest, context: Context) -> Iterator[pb.Change]:
         # Not counted as a call in flight: a stream lasts as long as the session, and the
         # session is still reaped when its client stops pinging.
         session = self._session(context)
@@ -164,116 +197,117 @@ class FilesService(pb_grpc.FilesServicer):
         context.add_callback(sub.close)  # the client cancelled or the connection is gone
         yield from stream(self.watches, sub, context.is_active)
 
-    # --- names ----------------------------------------------------------------------------------
-    def Lookup(self, r, context):
+    # --- names ------------------------------------------------------------------------------------
+    def Lookup(self, r: pb.NameRequest, context: Context) -> pb.EntryReply:
         return self._run(context, pb.EntryReply, "lookup",
                          lambda fs: _entry_reply(fs.lookup(r.parent, r.name)))
 
-    def MkNod(self, r, context):
+    def MkNod(self, r: pb.MkNodRequest, context: Context) -> pb.EntryReply:
         return self._run(context, pb.EntryReply, "mknod", lambda fs: _changed_dir(
             fs, r.parent, _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask))))
 
-    def MkDir(self, r, context):
+    def MkDir(self, r: pb.MkDirRequest, context: Context) -> pb.EntryReply:
         return self._run(context, pb.EntryReply, "mkdir", lambda fs: _changed_dir(
             fs, r.parent, _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask))))
 
-    def Symlink(self, r, context):
+    def Symlink(self, r: pb.SymlinkRequest, context: Context) -> pb.EntryReply:
         return self._run(context, pb.EntryReply, "symlink", lambda fs: _changed_dir(
             fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target))))
 
-    def Link(self, r, context):
+    def Link(self, r: pb.LinkRequest, context: Context) -> pb.EntryReply:
         return self._run(context, pb.EntryReply, "link", lambda fs: _changed_dir(
             fs, r.new_parent, _entry_reply(fs.link(r.handle, r.new_parent, r.new_name))))
 
-    def Unlink(self, r, context):
-        def do_unlink(fs):
+    def Unlink(self, r: pb.NameRequest, context: Context) -> pb.Status:
+        def do_unlink(fs: LocalFs) -> pb.Status:
             fs.unlink(r.parent, r.name)
             return _changed_dir(fs, r.parent, pb.Status())
         return self._run(context, pb.Status, "unlink", do_unlink)
 
-    def RmDir(self, r, context):
-        def do_rmdir(fs):
+    def RmDir(self, r: pb.NameRequest, context: Context) -> pb.Status:
+        def do_rmdir(fs: LocalFs) -> pb.Status:
             fs.rmdir(r.parent, r.name)
             return _changed_dir(fs, r.parent, pb.Status())
         return self._run(context, pb.Status, "rmdir", do_rmdir)
 
-    def Rename(self, r, context):
+    def Rename(self, r: pb.RenameRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "rename", lambda fs: fs.rename(
-            r.parent, r.name, r.new_parent, r.new_name, r.flags) or _OK)
+            r.parent, r.name, r.new_parent, r.new_name, r.flags))
 
-    # --- attributes ---------------------------------------------------------------------------
-    def GetAttr(self, r, context):
+    # --- attributes -------------------------------------------------------------------------------
+    def GetAttr(self, r: pb.GetAttrRequest, context: Context) -> pb.AttrReply:
         fh = r.fh if r.HasField("fh") else None
         return self._run(context, pb.AttrReply, "getattr",
                          lambda fs: pb.AttrReply(attr=attr_of(fs.getattr(r.handle, fh))))
 
-    def SetAttr(self, r, context):
-        def opt(name):
-            return getattr(r, name) if r.HasField(name) else None
-
+    def SetAttr(self, r: pb.SetAttrRequest, context: Context) -> pb.AttrReply:
+        h = r.HasField
         return self._run(context, pb.AttrReply, "setattr", lambda fs: pb.AttrReply(attr=attr_of(
-            fs.setattr(r.handle, opt("fh"), mode=opt("mode"), uid=opt("uid"), gid=opt("gid"),
-                       size=opt("size"), atime_ns=opt("atime_ns"), mtime_ns=opt("mtime_ns"),
+            fs.setattr(r.handle, r.fh if h("fh") else None, mode=r.mode if h("mode") else None,
+                       uid=r.uid if h("uid") else None, gid=r.gid if h("gid") else None,
+                       size=r.size if h("size") else None,
+                       atime_ns=r.atime_ns if h("atime_ns") else None,
+                       mtime_ns=r.mtime_ns if h("mtime_ns") else None,
                        atime_now=r.atime_now, mtime_now=r.mtime_now,
                        kill_suidgid=r.kill_suidgid))))
 
-    def ReadLink(self, r, context):
+    def ReadLink(self, r: pb.NodeRequest, context: Context) -> pb.ReadLinkReply:
         return self._run(context, pb.ReadLinkReply, "readlink",
                          lambda fs: pb.ReadLinkReply(target=fs.readlink(r.handle)))
 
-    def Access(self, r, context):
-        return self._run(context, pb.Status, "access", lambda fs: fs.access(r.handle, r.mask) or _OK)
+    def Access(self, r: pb.AccessRequest, context: Context) -> pb.Status:
+        return self._run(context, pb.Status, "access", lambda fs: fs.access(r.handle, r.mask))
 
-    def StatFs(self, r, context):
-        def statfs(fs):
+    def StatFs(self, r: pb.NodeRequest, context: Context) -> pb.StatFsReply:
+        def statfs(fs: LocalFs) -> pb.StatFsReply:
             st = fs.statfs()
             return pb.StatFsReply(blocks=st.f_blocks, bfree=st.f_bfree, bavail=st.f_bavail,
                                   files=st.f_files, ffree=st.f_ffree, bsize=st.f_bsize,
                                   namelen=st.f_namemax, frsize=st.f_frsize)
         return self._run(context, pb.StatFsReply, "statfs", statfs)
 
-    def SyncFs(self, r, context):
-        return self._run(context, pb.Status, "syncfs", lambda fs: fs.syncfs() or _OK)
+    def SyncFs(self, r: pb.NodeRequest, context: Context) -> pb.Status:
+        return self._run(context, pb.Status, "syncfs", lambda fs: fs.syncfs())
 
-    # --- extended attributes ----------------------------------------------------------------
-    def SetXattr(self, r, context):
+    # --- extended attributes ----------------------------------------------------------------------
+    def SetXattr(self, r: pb.SetXattrRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "setxattr",
-                         lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags) or _OK)
+                         lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags))
 
-    def GetXattr(self, r, context):
+    def GetXattr(self, r: pb.XattrRequest, context: Context) -> pb.GetXattrReply:
         return self._run(context, pb.GetXattrReply, "getxattr",
                          lambda fs: pb.GetXattrReply(value=fs.getxattr(r.handle, r.name)))
 
-    def ListXattr(self, r, context):
+    def ListXattr(self, r: pb.NodeRequest, context: Context) -> pb.ListXattrReply:
         return self._run(context, pb.ListXattrReply, "listxattr",
                          lambda fs: pb.ListXattrReply(names=fs.listxattr(r.handle)))
 
-    def RemoveXattr(self, r, context):
+    def RemoveXattr(self, r: pb.XattrRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "removexattr",
-                         lambda fs: fs.removexattr(r.handle, r.name) or _OK)
+                         lambda fs: fs.removexattr(r.handle, r.name))
 
-    # --- files --------------------------------------------------------------------------------------
-    def Open(self, r, context):
-        def do_open(fs):
+    # --- files ------------------------------------------------------------------------------------
+    def Open(self, r: pb.OpenRequest, context: Context) -> pb.OpenReply:
+        def do_open(fs: LocalFs) -> pb.OpenReply:
             fh, st = fs.open(r.handle, r.flags)
             return pb.OpenReply(fh=fh, attr=attr_of(st))
         return self._run(context, pb.OpenReply, "open", do_open)
 
-    def Create(self, r, context):
-        def do_create(fs):
+    def Create(self, r: pb.CreateRequest, context: Context) -> pb.CreateReply:
+        def do_create(fs: LocalFs) -> pb.CreateReply:
             handle, st, fh, created = fs.create(r.parent, r.name, r.mode, r.umask, r.flags,
                                                 keep_open=not r.no_handle)
             return _changed_dir(fs, r.parent,
                                 pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created))
         return self._run(context, pb.CreateReply, "create", do_create)
 
-    def Read(self, r, context):
+    def Read(self, r: pb.ReadRequest, context: Context) -> pb.ReadReply:
         return self._run(context, pb.ReadReply, "read",
                          lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size) if r.fh
                                                  else fs.read_node(r.handle, r.offset, r.size)))
 
-    def ReadFiles(self, r, context):
-        def read_files(fs):
+    def ReadFiles(self, r: pb.ReadFilesRequest, context: Context) -> pb.ReadFilesReply:
+        def read_files(fs: LocalFs) -> pb.ReadFilesReply:
             reply = pb.ReadFilesReply()
             for handle, err, data, st in fs.read_files(r.handles, r.max_file_size, r.max_total):
                 reply.files.append(pb.FileContent(handle=handle, errno=err, data=data,
@@ -281,18 +315,18 @@ class FilesService(pb_grpc.FilesServicer):
             return reply
         return self._run(context, pb.ReadFilesReply, "read_files", read_files)
 
-    def Write(self, r, context):
+    def Write(self, r: pb.WriteRequest, context: Context) -> pb.WriteReply:
         return self._run(context, pb.WriteReply, "write",
                          lambda fs: pb.WriteReply(
                              written=fs.write(r.fh, r.offset, r.data) if r.fh
                              else fs.write_node(r.handle, r.offset, r.data)))
 
-    def Flush(self, r, context):
-        return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh) or _OK)
+    def Flush(self, r: pb.FileRequest, context: Context) -> pb.Status:
+        return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh))
 
-    def Release(self, r, context):
-        def do_release(fs):
-            failed = None
+    def Release(self, r: pb.FileRequest, context: Context) -> pb.Status:
+        def do_release(fs: LocalFs) -> pb.Status:
+            failed: OSError | None = None
             for fh in (r.fh, *r.more_fhs):  # each one, whatever became of the others
                 try:
                     fs.release(fh)
@@ -303,39 +337,39 @@ class FilesService(pb_grpc.FilesServicer):
             return _OK
         return self._run(context, pb.Status, "release", do_release)
 
-    def Fsync(self, r, context):
+    def Fsync(self, r: pb.FsyncRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "fsync",
-                         lambda fs: fs.fsync(r.fh, r.datasync, handle=r.handle) or _OK)
+                         lambda fs: fs.fsync(r.fh, r.datasync, handle=r.handle))
 
-    def Fallocate(self, r, context):
+    def Fallocate(self, r: pb.FallocateRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "fallocate",
                          lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode,
-                                                 handle=r.handle) or _OK)
+                                                 handle=r.handle))
 
-    def Lseek(self, r, context):
+    def Lseek(self, r: pb.LseekRequest, context: Context) -> pb.LseekReply:
         return self._run(context, pb.LseekReply, "lseek",
                          lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence,
                                                                   handle=r.handle)))
 
-    def CopyFileRange(self, r, context):
+    def CopyFileRange(self, r: pb.CopyFileRangeRequest, context: Context) -> pb.CopyFileRangeReply:
         return self._run(context, pb.CopyFileRangeReply, "copy_file_range",
                          lambda fs: pb.CopyFileRangeReply(copied=fs.copy_file_range(
                              r.fh_in, r.offset_in, r.fh_out, r.offset_out, r.length, r.flags,
                              handle_in=r.handle_in, handle_out=r.handle_out)))
 
-    # --- directories -------------------------------------------------------------------------
-    def OpenDir(self, r, context):
-        def do_opendir(fs):
+    # --- directories ------------------------------------------------------------------------------
+    def OpenDir(self, r: pb.NodeRequest, context: Context) -> pb.OpenReply:
+        def do_opendir(fs: LocalFs) -> pb.OpenReply:
             fh, st = fs.opendir(r.handle)
             return pb.OpenReply(fh=fh, attr=attr_of(st))
         return self._run(context, pb.OpenReply, "opendir", do_opendir)
 
-    def ReadDir(self, r, context):
+    def ReadDir(self, r: pb.ReadDirRequest, context: Context) -> pb.ReadDirReply:
         return self._run(context, pb.ReadDirReply, "readdir", lambda fs: _dir_reply(
             *fs.readdir(r.fh, r.offset, r.plus, r.max_entries)))
 
-    def ListDir(self, r, context):
-        def do_listdir(fs):
+    def ListDir(self, r: pb.ReadDirRequest, context: Context) -> pb.ReadDirReply:
+        def do_listdir(fs: LocalFs) -> pb.ReadDirReply:
             if r.subtree_records and r.plus and not r.offset:
                 records, eof, below = fs.listdir_tree(r.handle, True, r.max_entries,
                                                       r.subtree_records)
@@ -347,15 +381,15 @@ class FilesService(pb_grpc.FilesServicer):
             return _dir_reply(*fs.listdir(r.handle, r.offset, r.plus, r.max_entries))
         return self._run(context, pb.ReadDirReply, "listdir", do_listdir)
 
-    def ReleaseDir(self, r, context):
-        return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh) or _OK)
+    def ReleaseDir(self, r: pb.FileRequest, context: Context) -> pb.Status:
+        return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh))
 
-    def FsyncDir(self, r, context):
+    def FsyncDir(self, r: pb.FsyncRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "fsyncdir",
-                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir", handle=r.handle) or _OK)
+                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir", handle=r.handle))
 
 
-def _dir_reply(records, eof: bool) -> pb.ReadDirReply:
+def _dir_reply(records: Sequence[Record], eof: bool) -> pb.ReadDirReply:
     reply = pb.ReadDirReply(eof=eof)
     add = reply.entries.add
     for cookie, name, ino, dtype, entry in records:

@@ -22,7 +22,7 @@ class Share:
     root_fd: int = -1
     root_key: tuple[int, int] = field(default=(0, 0))  # (st_dev, st_ino) of the root directory
 
-    def open(self) -> "Share":
+    def open(self) -> Share:
         fd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(fd)
         if not stat.S_ISDIR(st.st_mode):

@@ -16,28 +16,40 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridgefs.server.echo import EchoLog
 
 IDLE = 1.0
 LIMIT = 64
 
 
+class _Slot:
+    __slots__ = ("fd", "last", "key")
+
+    def __init__(self, fd: int, last: float, key: tuple[int, int]):
+        self.fd, self.last, self.key = fd, last, key  # the kept fd, its last write, its inode
+
+
 class Writers:
-    def __init__(self, echo, idle: float = IDLE, limit: int = LIMIT):
+    def __init__(self, echo: EchoLog, idle: float = IDLE, limit: int = LIMIT):
         self._echo = echo
         self._idle = idle
         self._limit = limit
         self._lock = threading.Lock()
-        self._open: OrderedDict[int, list] = OrderedDict()  # handle -> [fd, last write, key]
+        self._open: OrderedDict[int, _Slot] = OrderedDict()  # by node handle
         self._by_key: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) -> handle
         self._sweeper: threading.Thread | None = None
         self._closed = False
 
     @contextlib.contextmanager
-    def use(self, handle: int, reopen):
+    def use(self, handle: int, reopen: Callable[[], int]) -> Iterator[int]:
         """An fd open for writing on node ``handle`` (``reopen()`` opens one when none is)."""
         with self._lock:
             slot = self._open.get(handle)
-            fd = os.dup(slot[0]) if slot is not None else None
+            fd = os.dup(slot.fd) if slot is not None else None
         if fd is None:
             fd = reopen()
             self.adopt(handle, os.dup(fd))
@@ -48,7 +60,7 @@ class Writers:
             with self._lock:
                 slot = self._open.get(handle)
                 if slot is not None:
-                    slot[1] = time.monotonic()
+                    slot.last = time.monotonic()
 
     def adopt(self, handle: int, fd: int) -> None:
         """Keep ``fd`` (open for writing on node ``handle``) as that node's writer."""
@@ -58,11 +70,11 @@ class Writers:
             if self._closed:
                 old = [fd]
             else:
-                old = [s[0] for s in [self._pop(handle)] if s is not None]
-                self._open[handle] = [fd, time.monotonic(), key]
+                old = self._pop(handle)
+                self._open[handle] = _Slot(fd, time.monotonic(), key)
                 self._by_key[key] = handle
                 while len(self._open) > self._limit:
-                    old.append(self._pop(next(iter(self._open)))[0])
+                    old += self._pop(next(iter(self._open)))
                 if self._sweeper is None:
                     self._sweeper = threading.Thread(target=self._sweep, daemon=True,
                                                      name="bridgefs-writers")
@@ -71,29 +83,31 @@ class Writers:
 
     def close(self, handle: int) -> None:
         with self._lock:
-            slot = self._pop(handle)
-        if slot is not None:
-            self._close([slot[0]])
+            fds = self._pop(handle)
+        self._close(fds)
 
     def close_inode(self, key: tuple[int, int]) -> None:
         """Close the writer of inode ``key`` (st_dev, st_ino), if one is open: before the
         file loses a name, so that the host hears the close under the name it had."""
         with self._lock:
             handle = self._by_key.get(key)
-            slot = self._pop(handle) if handle is not None else None
-        if slot is not None:
-            self._close([slot[0]])
+            fds = self._pop(handle) if handle is not None else []
+        self._close(fds)
 
-    def _pop(self, handle: int):
-        slot = self._open.pop(handle, None)
-        if slot is not None:
-            self._by_key.pop(slot[2], None)
-        return slot
+    def _pop(self, *handles: int) -> list[int]:
+        """Stop keeping the writers of ``handles``: their fds, to close outside the lock."""
+        fds = []
+        for handle in handles:
+            slot = self._open.pop(handle, None)
+            if slot is not None:
+                self._by_key.pop(slot.key, None)
+                fds.append(slot.fd)
+        return fds
 
     def close_all(self) -> None:
         with self._lock:
             self._closed = True
-            fds = [s[0] for s in self._open.values()]
+            fds = [s.fd for s in self._open.values()]
             self._open.clear()
             self._by_key.clear()
         self._close(fds)
@@ -113,6 +127,6 @@ class Writers:
             with self._lock:
                 if self._closed:
                     return
-                idle = [h for h, slot in self._open.items() if now - slot[1] >= self._idle]
-                fds = [self._pop(h)[0] for h in idle]
+                fds = self._pop(*[h for h, slot in self._open.items()
+                                  if now - slot.last >= self._idle])
             self._close(fds)
