@@ -231,3 +231,15 @@ def test_mypy_refuses_an_unchecked_name(tmp_path):
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and "snippet.py:5:" in errors[0] and '"Name"' in errors[0], \
         result.stdout + result.stderr
+
+
+def test_the_server_package_passes_mypy_strict(tmp_path):
+    """So the Name annotations hold everywhere: a module left untyped would take any name."""
+    pytest.importorskip("mypy")
+    root = SERVER.parent.parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("not run from a source tree")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+         str(SERVER)], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr

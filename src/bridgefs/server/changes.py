@@ -12,10 +12,19 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from watchdog.events import FileSystemEvent, FileSystemMovedEvent
 
 from bridgefs.rpc import pb
+
+if TYPE_CHECKING:
+    from bridgefs.server.sessions import Session
+    from bridgefs.server.watcher import ShareWatch
+
+Path = tuple[bytes, ...]  # components below the share root
+Change = tuple[int, Path, Path, bool]  # (kind, path, dest, is_dir)
 
 WATCHING, CREATED, DELETED, MODIFIED, ATTRIB, MOVED, OVERFLOW = (
     pb.Change.WATCHING, pb.Change.CREATED, pb.Change.DELETED, pb.Change.MODIFIED,
@@ -23,12 +32,12 @@ WATCHING, CREATED, DELETED, MODIFIED, ATTRIB, MOVED, OVERFLOW = (
 CLOSED = -1  # a file open for writing was closed: a MODIFIED unless one was just reported
 GONE = -2  # the share root itself was deleted: the watch cannot go on
 
-OVERFLOW_CHANGE = (OVERFLOW, (), (), False)
+OVERFLOW_CHANGE: Change = (OVERFLOW, (), (), False)
 ENTRY_KINDS = frozenset((CREATED, DELETED, MOVED))
 QUEUE_LIMIT = 10_000
 
 
-def relative(path, root: bytes) -> tuple[bytes, ...] | None:
+def relative(path: str | bytes, root: bytes) -> Path | None:
     """``path`` as components below ``root``; None if it is not inside (or is odd)."""
     if not path:
         return None
@@ -44,7 +53,7 @@ def relative(path, root: bytes) -> tuple[bytes, ...] | None:
     return parts
 
 
-def translate(event: FileSystemEvent, root: bytes):
+def translate(event: FileSystemEvent, root: bytes) -> Change | None:
     """The change an event stands for, or None for events a client has no use for."""
     if event.is_synthetic:
         # Made up by watchdog for the contents of a moved or moved-in directory: the change of
@@ -83,16 +92,18 @@ def translate(event: FileSystemEvent, root: bytes):
     return None  # opened, closed without writing
 
 
-def message(change, seq: int) -> pb.Change:
+def message(change: Change, seq: int) -> pb.Change:
     kind, path, dest, is_dir = change
-    return pb.Change(kind=kind, path=path, dest=dest, is_dir=is_dir, seq=seq)
+    # One of pb.Change's kinds: CLOSED and GONE are settled before a change is sent.
+    return pb.Change(kind=cast("pb.Change.Kind", kind), path=path, dest=dest, is_dir=is_dir,
+                     seq=seq)
 
 
 # Under pressure (the queue half full), a change the client learns nothing from while one of
 # these still waits for the same path: it looks at the file only after both happened.  Merging
 # them then keeps a burst (a checkout, an unpack) from ending in OVERFLOW, which would cost the
 # client every cache and a watcher in the VM every event.
-_ABSORBED_BY = {MODIFIED: frozenset((CREATED, MODIFIED)),
+_ABSORBED_BY: dict[int, frozenset[int]] = {MODIFIED: frozenset((CREATED, MODIFIED)),
                 ATTRIB: frozenset((CREATED, MODIFIED, ATTRIB))}
 
 
@@ -107,14 +118,14 @@ class Subscription:
     (_ABSORBED_BY): the client replays each kind as the event a watcher in the VM expects.
     """
 
-    def __init__(self, session, limit: int = QUEUE_LIMIT):
+    def __init__(self, session: Session, limit: int = QUEUE_LIMIT):
         self.session = session
-        self.watch = None  # the ShareWatch feeding this queue
+        self.watch: ShareWatch | None = None  # the ShareWatch feeding this queue
         self.released = False
         self.limit = max(2, limit)
         self.high_water = 0
-        self._queue: deque = deque()
-        self._latest: dict = {}  # path -> the last change naming it still in the queue
+        self._queue: deque[Change] = deque()
+        self._latest: dict[Path, Change] = {}  # path -> the last change naming it still queued
         self._cond = threading.Condition()
         self._closed = False
         self._ending = False
@@ -123,7 +134,7 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed
 
-    def push(self, change) -> None:
+    def push(self, change: Change) -> None:
         with self._cond:
             if self._closed or self._ending:
                 return
@@ -165,7 +176,7 @@ class Subscription:
             self._latest.clear()
             self._cond.notify_all()
 
-    def get(self, timeout: float):
+    def get(self, timeout: float) -> Change | None:
         """The next change; None on timeout; raises EOFError once the stream must finish."""
         with self._cond:
             if not self._queue and not self._closed and not self._ending:
@@ -186,9 +197,9 @@ class _OverflowLog(logging.Handler):
     """watchdog reports a kernel queue overflow, and its own failures, only in its log: no event
     reaches a handler.  Its records become OVERFLOW for the watches they concern."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.listeners: dict[int, tuple[bytes, object]] = {}
+        self.listeners: dict[int, tuple[bytes, Callable[[], object]]] = {}
         self.ids = itertools.count()
         self.guard = threading.Lock()
 
@@ -221,7 +232,7 @@ _install_lock = threading.Lock()
 _installed = False
 
 
-def on_overflow(root: bytes, callback):
+def on_overflow(root: bytes, callback: Callable[[], object]) -> Callable[[], None]:
     """Call ``callback()`` when watchdog logs an overflow or failure for the tree at ``root``;
     returns the function that stops it."""
     global _installed
@@ -236,7 +247,7 @@ def on_overflow(root: bytes, callback):
         key = next(_overflow_log.ids)
         _overflow_log.listeners[key] = (root, callback)
 
-    def stop():
+    def stop() -> None:
         with _overflow_log.guard:
             _overflow_log.listeners.pop(key, None)
     return stop

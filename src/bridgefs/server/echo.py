@@ -34,7 +34,9 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self, TypeVar
 
 from bridgefs.rpc import pb
 from bridgefs.server import at
@@ -51,12 +53,19 @@ _REMOVE = frozenset((DELETED,))
 _MOVE = frozenset((MOVED, DELETED, CREATED))
 
 
-def stamp_of(st: os.stat_result) -> tuple:
+Key = tuple[int, int]  # (st_dev, st_ino) of a node
+Stamp = tuple[int, int, int, int, int]  # what stamp_of gives
+NameKey = tuple[int, int, bytes]  # (st_dev, st_ino) of a directory, and a name in it
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
     # ctime moves on every change of the inode; the rest tells two changes in one clock tick apart.
     return (st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_nlink, st.st_mode)
 
 
-def key_of(st: os.stat_result) -> tuple[int, int]:
+def key_of(st: os.stat_result) -> Key:
     return (st.st_dev, st.st_ino)
 
 
@@ -69,8 +78,8 @@ class Probe:
     ``node``: (key, stamp) of what the path names now, None if nothing."""
 
     kind: int
-    entries: tuple = ()
-    node: tuple | None = None
+    entries: tuple[tuple[Key | None, bytes], ...] = ()
+    node: tuple[Key, Stamp] | None = None
 
 
 class _Node:
@@ -79,8 +88,9 @@ class _Node:
     # earlier changes while the next one already ended.  A host's change never has one of them.
     __slots__ = ("pending", "stamps", "expires")
 
-    def __init__(self):
-        self.pending, self.stamps, self.expires = 0, (), 0.0
+    def __init__(self) -> None:
+        self.pending, self.expires = 0, 0.0
+        self.stamps: tuple[Stamp, ...] = ()
 
 
 class _Expect:
@@ -89,14 +99,15 @@ class _Expect:
 
     __slots__ = ("kinds", "count", "node")
 
-    def __init__(self, kinds: frozenset, count: int):
-        self.kinds, self.count, self.node = kinds, count, None
+    def __init__(self, kinds: frozenset[int], count: int):
+        self.kinds, self.count = kinds, count
+        self.node: Key | None = None
 
 
 class _Name:
     __slots__ = ("expect", "expires")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.expect: list[_Expect] = []
         self.expires = 0.0
 
@@ -106,10 +117,10 @@ class _NoOp:
 
     __slots__ = ()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         return None
 
     def cancel(self) -> None:
@@ -120,15 +131,16 @@ _NOOP = _NoOp()
 
 
 class EchoLog:
-    def __init__(self, ttl: float = TTL, limit: int = LIMIT, clock=time.monotonic):
+    def __init__(self, ttl: float = TTL, limit: int = LIMIT,
+                 clock: Callable[[], float] = time.monotonic):
         self.ttl, self.limit, self.clock = ttl, limit, clock
         self._lock = threading.Lock()
         self._watching = 0
-        self._nodes: dict[tuple, _Node] = {}
-        self._names: dict[tuple, _Name] = {}
+        self._nodes: dict[Key, _Node] = {}
+        self._names: dict[NameKey, _Name] = {}
         # name -> keys of _names with that name: a change whose directory is gone already is
         # matched by name alone, and a removed tree reports thousands of those.
-        self._by_name: dict[bytes, set[tuple]] = {}
+        self._by_name: dict[bytes, set[NameKey]] = {}
         self._next_sweep = 0.0
         self.evicted = 0  # records dropped to stay within the limit before their change came
 
@@ -152,24 +164,25 @@ class EchoLog:
         return len(self._nodes) + len(self._names)
 
     # --- recording: LocalFs wraps each mutation in one of these ------------------------------
-    def added(self, dirfd: int, name: bytes):
+    def added(self, dirfd: int, name: bytes) -> _EntryOp | _NoOp:
         """A name made; ``cancel()`` on the result when the name existed already (an open with
         O_CREAT of an existing file): no change will be reported for it."""
         return _EntryOp(self, ((dirfd, name, _ADD, 1),)) if self._watching else _NOOP
 
-    def removed(self, dirfd: int, name: bytes):
+    def removed(self, dirfd: int, name: bytes) -> _EntryOp | _NoOp:
         return _EntryOp(self, ((dirfd, name, _REMOVE, 1),)) if self._watching else _NOOP
 
-    def moved(self, olddir: int, name: bytes, newdir: int, new_name: bytes, exchange: bool):
+    def moved(self, olddir: int, name: bytes, newdir: int, new_name: bytes,
+              exchange: bool) -> _EntryOp | _NoOp:
         n = 2 if exchange else 1  # an exchange is reported as two moves
         return _EntryOp(self, ((olddir, name, _MOVE, n), (newdir, new_name, _MOVE, n))) \
             if self._watching else _NOOP
 
-    def node(self, fd: int):
+    def node(self, fd: int) -> _NodeOp | _NoOp:
         """A change of the inode behind ``fd`` itself."""
         return _NodeOp(self, fd) if self._watching else _NOOP
 
-    def closing(self, fd: int):
+    def closing(self, fd: int) -> _NodeOp | _NoOp:
         """A close of ``fd``: reported as a change only when it was open for writing."""
         if not self._watching:
             return _NOOP
@@ -180,18 +193,16 @@ class EchoLog:
         return _NodeOp(self, fd) if writable else _NOOP
 
     # --- the tables (under the lock) ---------------------------------------------------------
-    def _get(self, table: dict, key: tuple, cls):
+    def _get(self, table: dict[_K, _V], key: _K, cls: Callable[[], _V]) -> _V:
         rec = table.get(key)
         if rec is None:
             now = self.clock()
             if now >= self._next_sweep or len(self._nodes) + len(self._names) >= self.limit:
                 self._trim(now)
             rec = table[key] = cls()
-            if cls is _Name:
-                self._by_name.setdefault(key[2], set()).add(key)
         return rec
 
-    def _drop_name(self, key: tuple) -> None:
+    def _drop_name(self, key: NameKey) -> None:
         del self._names[key]
         keys = self._by_name.get(key[2])
         if keys is not None:
@@ -203,8 +214,8 @@ class EchoLog:
         self._next_sweep = now + self.ttl / 4
         for key in [k for k, r in self._nodes.items() if r.expires < now and not r.pending]:
             del self._nodes[key]
-        for key in [k for k, r in self._names.items() if r.expires < now]:
-            self._drop_name(key)
+        for name_key in [k for k, r in self._names.items() if r.expires < now]:
+            self._drop_name(name_key)
         # Still full: down to three quarters at once, so this runs once per limit/4 records.
         # Node records go first: losing one costs at worst an echoed modification, losing an
         # expectation an echoed creation or deletion.
@@ -215,19 +226,20 @@ class EchoLog:
         names = list(self._names)[:excess - len(nodes)]
         for key in nodes:
             del self._nodes[key]
-        for key in names:
-            self._drop_name(key)
+        for name_key in names:
+            self._drop_name(name_key)
         self.evicted += len(nodes) + len(names)
 
-    def _expect(self, key: tuple, kinds: frozenset, n: int) -> _Expect:
+    def _expect(self, key: NameKey, kinds: frozenset[int], n: int) -> _Expect:
         with self._lock:
             rec = self._get(self._names, key, _Name)
+            self._by_name.setdefault(key[2], set()).add(key)
             item = _Expect(kinds, n)
             rec.expect.append(item)
             rec.expires = self.clock() + self.ttl
             return item
 
-    def _unexpect(self, key: tuple, item: _Expect) -> None:
+    def _unexpect(self, key: NameKey, item: _Expect) -> None:
         # The mutation failed or changed nothing: it will not be reported, so nothing may be
         # swallowed for it.
         with self._lock:
@@ -238,15 +250,15 @@ class EchoLog:
             if not rec.expect:
                 self._drop_name(key)
 
-    def _made(self, item: _Expect, node: tuple) -> None:
+    def _made(self, item: _Expect, node: Key) -> None:
         with self._lock:
             item.node = node
 
-    def _node_begin(self, key: tuple) -> None:
+    def _node_begin(self, key: Key) -> None:
         with self._lock:
             self._get(self._nodes, key, _Node).pending += 1
 
-    def _node_end(self, key: tuple, stamp, counted: bool = True) -> None:
+    def _node_end(self, key: Key, stamp: Stamp | None, counted: bool = True) -> None:
         with self._lock:
             if not self._watching:
                 return
@@ -258,9 +270,9 @@ class EchoLog:
             rec.expires = self.clock() + self.ttl
 
     # --- matching: the watcher asks once per change and session -------------------------------
-    def _lookup_names(self, pkey, name: bytes) -> list:
+    def _lookup_names(self, pkey: Key | None, name: bytes) -> list[NameKey]:
         if pkey is not None:
-            key = (*pkey, name)
+            key = (pkey[0], pkey[1], name)
             return [key] if key in self._names else []
         # The directory is gone by the time the change is looked at (the session removed or
         # moved it right after): its name alone has to do.
@@ -280,12 +292,12 @@ class EchoLog:
             if probe.node is None:  # gone already: a change of the name still expected decides
                 return any(self._names[key].expires >= now for pkey, name in probe.entries
                            for key in self._lookup_names(pkey, name))
-            key, stamp = probe.node
-            rec = self._nodes.get(key)
+            node_key, stamp = probe.node
+            rec = self._nodes.get(node_key)
             return rec is not None and (rec.pending > 0 or (rec.expires >= now
                                                             and stamp in rec.stamps))
 
-    def _made_here(self, item: _Expect, node) -> bool:
+    def _made_here(self, item: _Expect, node: tuple[Key, Stamp] | None) -> bool:
         """Whether the node a CREATED finds under the name (None: nothing any more, which
         cannot be told apart) is the one ``item``'s creation made and nobody else touched since:
         an inode number is soon reused, its stamp is not."""
@@ -297,7 +309,7 @@ class EchoLog:
         rec = self._nodes.get(key)
         return rec is None or rec.pending > 0 or stamp in rec.stamps
 
-    def _use(self, key: tuple, kind: int, node, now: float) -> bool:
+    def _use(self, key: NameKey, kind: int, node: tuple[Key, Stamp] | None, now: float) -> bool:
         """Use up one expectation of ``kind`` (the oldest): the next change of this name is
         news.  A creation is this session's only if the node under the name is the one it
         made."""
@@ -319,12 +331,13 @@ class EchoLog:
 class _EntryOp:
     __slots__ = ("log", "items", "keys", "dirs", "kept")
 
-    def __init__(self, log: EchoLog, items):
-        self.log, self.items, self.keys = log, items, []
-        self.dirs: list[tuple[int, tuple]] = []  # (dirfd, key) of each directory changed
-        self.kept: list[tuple[int, tuple]] = []  # (O_PATH fd, key) of nodes losing one name
+    def __init__(self, log: EchoLog, items: tuple[tuple[int, bytes, frozenset[int], int], ...]):
+        self.log, self.items = log, items
+        self.keys: list[tuple[NameKey, int, bytes, frozenset[int], _Expect]] = []
+        self.dirs: list[tuple[int, Key]] = []  # (dirfd, key) of each directory changed
+        self.kept: list[tuple[int, Key]] = []  # (O_PATH fd, key) of nodes losing one name
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         # Expected before the syscall, as the watcher may see the change before it returns.
         # Bookkeeping never fails a mutation: a directory that cannot be stat'ed is not recorded.
         for dirfd, name, kinds, n in self.items:
@@ -332,7 +345,7 @@ class _EntryOp:
                 dkey = key_of(os.fstat(dirfd))
             except OSError:
                 continue
-            key = (*dkey, name)
+            key = (dkey[0], dkey[1], name)
             self.keys.append((key, dirfd, name, kinds, self.log._expect(key, kinds, n)))
             # The directory's stamp changes too: pending until its new stamp is known.
             self.log._node_begin(dkey)
@@ -366,7 +379,8 @@ class _EntryOp:
         for key, _, _, _, item in self.keys:
             self.log._unexpect(key, item)
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         for key, dirfd, name, kinds, item in self.keys:
             if exc_type is not None:
                 self.log._unexpect(key, item)
@@ -382,14 +396,14 @@ class _EntryOp:
             if kinds is _ADD and exc_type is None:
                 self.log._made(item, key_of(st))
             self.log._node_end(key_of(st), stamp_of(st), counted=False)
-        for fd, key in self.kept:
+        for fd, node_key in self.kept:
             try:
-                stamp = stamp_of(os.fstat(fd))
+                stamp: Stamp | None = stamp_of(os.fstat(fd))
             except OSError:
                 stamp = None
             finally:
                 os.close(fd)
-            self.log._node_end(key, stamp)
+            self.log._node_end(node_key, stamp)
         for dirfd, dkey in self.dirs:
             try:
                 stamp = stamp_of(os.fstat(dirfd))
@@ -410,8 +424,9 @@ class _NodeOp:
 
     def __init__(self, log: EchoLog, fd: int):
         self.log, self.fd = log, fd
+        self.key: Key | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         try:
             self.key = key_of(os.fstat(self.fd))
         except OSError:
@@ -420,7 +435,7 @@ class _NodeOp:
         self.log._node_begin(self.key)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.key is None:
             return
         try:

@@ -19,21 +19,50 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from watchdog.events import (
-    DirAttribEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent,
-    FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
+from bridgefs.rpc import pb
 from bridgefs.server import at
 from bridgefs.server.changes import (
-    CLOSED, CREATED, ENTRY_KINDS, GONE, MODIFIED, OVERFLOW_CHANGE, QUEUE_LIMIT, WATCHING,
-    Subscription, message, on_overflow, translate,
+    CLOSED,
+    CREATED,
+    ENTRY_KINDS,
+    GONE,
+    MODIFIED,
+    OVERFLOW_CHANGE,
+    QUEUE_LIMIT,
+    WATCHING,
+    Change,
+    Path,
+    Subscription,
+    message,
+    on_overflow,
+    translate,
 )
 from bridgefs.server.confine import check_name
-from bridgefs.server.echo import Probe, key_of, stamp_of
+from bridgefs.server.echo import Key, Probe, key_of, stamp_of
+from bridgefs.server.shares import Share
+
+if TYPE_CHECKING:
+    from bridgefs.server.sessions import Session
 
 log = logging.getLogger("bridgefs.server")
 
@@ -42,7 +71,7 @@ log = logging.getLogger("bridgefs.server")
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning,
                         module=r"watchdog\.")
 
-WATCHING_CHANGE = (WATCHING, (), (), False)
+WATCHING_CHANGE: Change = (WATCHING, (), (), False)
 # Only what becomes a change: fewer kernel events per file written (no opens, no closes without
 # a write, no "directory modified" for every entry) means fewer kernel queue overflows in a burst.
 EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileModifiedEvent,
@@ -52,16 +81,16 @@ _RECENT_LIMIT = 4096
 
 
 class ShareWatch(FileSystemEventHandler):
-    def __init__(self, share, observer_factory=Observer):
+    def __init__(self, share: Share, observer_factory: Callable[[], BaseObserver] = Observer):
         self.share = share
         self.root = os.fsencode(share.path)
         self.subs: tuple[Subscription, ...] = ()  # replaced, never mutated: read without a lock
         self._factory = observer_factory
         self._start_lock = threading.Lock()
-        self.observer = None
+        self.observer: BaseObserver | None = None
         self._failed: OSError | None = None
-        self._recent: dict[tuple, float] = {}  # path -> when it was last CREATED or MODIFIED
-        self._unlisten = None
+        self._recent: dict[Path, float] = {}  # path -> when it was last CREATED or MODIFIED
+        self._unlisten: Callable[[], None] | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,7 +148,7 @@ class ShareWatch(FileSystemEventHandler):
             sub.push(OVERFLOW_CHANGE)
 
     # --- events (the observer's thread) ----------------------------------------------------------
-    def dispatch(self, event) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         try:
             change = translate(event, self.root)
             if change is not None:
@@ -141,7 +170,7 @@ class ShareWatch(FileSystemEventHandler):
             log.exception("watch of share %s: cannot handle %r", self.share.name, event)
             self.overflow()
 
-    def _coalesce(self, change):
+    def _coalesce(self, change: Change) -> Change | None:
         """Drop what adds nothing for a client.  Closing a file written (or created) a moment ago
         adds nothing to the MODIFIED (or CREATED) already reported; a close long after, as after
         writes through mmap, does.  A second CREATED with no DELETED or MOVED since is watchdog
@@ -168,15 +197,15 @@ class ShareWatch(FileSystemEventHandler):
                 del recent[old]
         return change
 
-    def _stat(self, parts):
+    def _stat(self, parts: Path) -> os.stat_result | None:
         try:
             return at.stat_below(self.share.root_fd, [check_name(p) for p in parts])
         except OSError:  # a part that is no name (Refused) too
             return None
 
-    def _probe(self, change) -> Probe:
+    def _probe(self, change: Change) -> Probe:
         kind, path, dest, _ = change
-        entries = []
+        entries: list[tuple[Key | None, bytes]] = []
         for parts in (path, dest):
             if parts:
                 parent = self._stat(parts[:-1])
@@ -188,7 +217,7 @@ class ShareWatch(FileSystemEventHandler):
         return Probe(kind, tuple(entries), node)
 
 
-def _stop(observer) -> None:
+def _stop(observer: BaseObserver) -> None:
     try:
         observer.stop()
         if observer.is_alive():
@@ -200,7 +229,8 @@ def _stop(observer) -> None:
 class WatchHub:
     """The server's watches: share name -> ShareWatch, while any stream watches it."""
 
-    def __init__(self, queue_limit: int = QUEUE_LIMIT, observer_factory=Observer):
+    def __init__(self, queue_limit: int = QUEUE_LIMIT,
+                 observer_factory: Callable[[], BaseObserver] = Observer):
         self.queue_limit = queue_limit
         self.observer_factory = observer_factory
         self._lock = threading.Lock()
@@ -208,7 +238,7 @@ class WatchHub:
         self._by_session: dict[str, Subscription] = {}
         self._closed = False
 
-    def subscribe(self, session) -> Subscription:
+    def subscribe(self, session: Session) -> Subscription:
         """A new stream for ``session``, its share watched when this returns; raises OSError."""
         sub = Subscription(session, self.queue_limit)
         with self._lock:
@@ -282,7 +312,7 @@ class WatchHub:
 POLL = 0.2  # how often an idle stream checks its session, its client and its observer
 
 
-def stream(hub: WatchHub, sub: Subscription, active):
+def stream(hub: WatchHub, sub: Subscription, active: Callable[[], bool]) -> Iterator[pb.Change]:
     """The messages of one Watch stream: WATCHING, then changes, seq counting from 1.
 
     Ends when the subscription is closed or ended, the session ends, or ``active()`` turns false
@@ -298,8 +328,9 @@ def stream(hub: WatchHub, sub: Subscription, active):
             if sub.session.closed or not active():
                 return
             if change is None:
-                if not sub.watch.alive():
-                    sub.watch.fail("the observer stopped")
+                watch = sub.watch
+                if watch is not None and not watch.alive():
+                    watch.fail("the observer stopped")
                 continue
             seq += 1
             yield message(change, seq)
