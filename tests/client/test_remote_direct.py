@@ -581,7 +581,7 @@ def test_idle_client_keeps_its_session(tmp_path):
                 RemoteFileSystem(server.address, "s") as silent:
             (tmp_path / "share" / "f").write_bytes(b"x")
             h = fs.lookup(CTX, 1, b"f").ino
-            silent._counts.close()  # no pings from this one
+            silent.session.counts.close()  # no pings from this one
             time.sleep(2.0)
             assert fs.getattr(CTX, h, None).attr.size == 1
             with pytest.raises(FsError) as info:

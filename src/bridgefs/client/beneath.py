@@ -32,7 +32,8 @@ def open_dir_beneath(root_fd: int, components: list[bytes]) -> int:
     how = _HOW.pack(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
                     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)
     buf = ctypes.create_string_buffer(how, len(how))
-    fd = _libc.syscall(SYS_OPENAT2, root_fd, ctypes.c_char_p(path), buf, ctypes.c_size_t(len(how)))
+    fd: int = _libc.syscall(SYS_OPENAT2, root_fd, ctypes.c_char_p(path), buf,
+                            ctypes.c_size_t(len(how)))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(path))

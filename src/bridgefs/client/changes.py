@@ -45,7 +45,7 @@ class ChangeStream:
         self.counts = {"received": 0, "replayed": 0, "not_replayed": 0, "overflows": 0,
                        "reconnects": 0}
         self._stop = threading.Event()
-        self._call = None
+        self._call: Any = None
         self._thread = threading.Thread(target=self._run, name="bridgefs-changes", daemon=True)
 
     def start(self) -> None:

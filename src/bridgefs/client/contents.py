@@ -43,7 +43,7 @@ def is_small_file(attr: Attr | None) -> bool:
 class FilesAhead:
     def __init__(self, keep_bytes: int = KEEP_BYTES):
         self._lock = threading.Lock()
-        self._kept: OrderedDict[int, tuple[tuple, bytes]] = OrderedDict()
+        self._kept: OrderedDict[int, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._bytes = 0
         self._keep_bytes = keep_bytes
         self._dirs: OrderedDict[int, dict[int, Attr]] = OrderedDict()  # dir -> small files
@@ -142,7 +142,7 @@ class Pusher:
 
     def __init__(self, push: Callable[[int, Attr, bytes], None], backlog: int = 64):
         self._push = push
-        self._queue: queue.Queue = queue.Queue(maxsize=backlog)
+        self._queue: queue.Queue[list[tuple[int, Attr, bytes]] | None] = queue.Queue(maxsize=backlog)
         self._thread = threading.Thread(target=self._run, name="bridgefs-pages", daemon=True)
         self._thread.start()
 

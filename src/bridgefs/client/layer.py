@@ -21,14 +21,9 @@ INTERFACE = tuple(name for name, member in vars(FileSystem).items()
 class Layer(FileSystem):
     def __init__(self, inner: FileSystem):
         self.inner = inner
-
-    @property  # type: ignore[override]
-    def opens(self) -> bool:
-        return self.inner.opens
-
-    @property  # type: ignore[override]
-    def read_only(self) -> bool:
-        return self.inner.read_only
+        # (Fixed once the filesystem behind is made: the kernel is told at mount.)
+        self.opens = inner.opens
+        self.read_only = inner.read_only
 
 
 def _forwarder(name: str) -> Callable[..., Any]:

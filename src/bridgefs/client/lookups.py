@@ -117,7 +117,7 @@ class LookupCounts:
                 # A lost session forgets everything anyway; otherwise the server's bounds cap
                 # what a lost batch can leak, so it is not retried.
                 log.warning("forget of %d handles failed: %s", len(batch[i:i + BATCH_MAX]),
-                            errno.errorcode.get(exc.errno, exc.errno))
+                            errno.errorcode.get(exc.errno or 0, exc.errno))
 
     def _run(self) -> None:
         while True:
@@ -144,7 +144,7 @@ class LookupCounts:
                     try:
                         self._send_ping()
                     except OSError as exc:
-                        log.warning("ping failed: %s", errno.errorcode.get(exc.errno, exc.errno))
+                        log.warning("ping failed: %s", errno.errorcode.get(exc.errno or 0, exc.errno))
                     self.touch()
             finally:
                 with self._lock:

@@ -92,7 +92,7 @@ class NameTable:
     def oldest(self, n: int) -> list[tuple[int, bytes]]:
         """The ``n`` names recorded longest ago (the table keeps insertion order)."""
         with self._lock:
-            out = []
+            out: list[tuple[int, bytes]] = []
             for key in self._child:
                 if len(out) >= n:
                     break

@@ -77,7 +77,7 @@ class ReleaseQueue:
             self._send_batch(batch)
         except OSError as exc:
             log.warning("release of %d open files failed: %s", len(batch),
-                        errno.errorcode.get(exc.errno, exc.errno))
+                        errno.errorcode.get(exc.errno or 0, exc.errno))
 
     def _run(self) -> None:
         while True:

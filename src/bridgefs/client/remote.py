@@ -229,42 +229,46 @@ class RemoteFileSystem(FileSystem):
                 self.listings.drop(d)
             self.facts.dir_changed(parent, token, attr)
 
-    def mknod(self, ctx, parent, name, mode, rdev, umask) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         self._writable()
         return self._entry(self._in_dir(parent, self._stub.MkNod, pb.MkNodRequest(
             parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
 
-    def mkdir(self, ctx, parent, name, mode, umask) -> Entry:
+    def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
         self._writable()
         return self._entry(self._in_dir(parent, self._stub.MkDir, pb.MkDirRequest(
             parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
 
-    def symlink(self, ctx, parent, name, target) -> Entry:
+    def symlink(self, ctx: Context, parent: int, name: bytes, target: bytes) -> Entry:
         self._writable()
         return self._entry(self._in_dir(parent, self._stub.Symlink, pb.SymlinkRequest(
             parent=self._h(parent), name=name, target=target)).entry)
 
-    def link(self, ctx, ino, new_parent, new_name) -> Entry:
+    def link(self, ctx: Context, ino: int, new_parent: int, new_name: bytes) -> Entry:
         self._writable()
         return self._entry(self._in_dir(new_parent, self._stub.Link, pb.LinkRequest(
             handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
 
-    def unlink(self, ctx, parent, name) -> None:
+    def unlink(self, ctx: Context, parent: int, name: bytes) -> None:
         self._writable()
         self._in_dir(parent, self._stub.Unlink, pb.NameRequest(parent=self._h(parent), name=name))
 
-    def rmdir(self, ctx, parent, name) -> None:
+    def rmdir(self, ctx: Context, parent: int, name: bytes) -> None:
         self._writable()
         self._in_dir(parent, self._stub.RmDir, pb.NameRequest(parent=self._h(parent), name=name))
 
-    def rename(self, ctx, parent, name, new_parent, new_name, flags) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         self._writable()
         self._in_dir(parent, self._stub.Rename, pb.RenameRequest(
             parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name,
             flags=flags), new_parent)
 
     # --- attributes -----------------------------------------------------------------------------
-    def getattr(self, ctx, ino, fh) -> AttrReply:
+    def getattr(self, ctx: Context, ino: int, fh: int | None) -> AttrReply:
         request = pb.GetAttrRequest(handle=self._h(ino))
         if fh:  # 0: no open file (the kernel opens nothing in no-open mode)
             request.fh = fh
@@ -278,7 +282,7 @@ class RemoteFileSystem(FileSystem):
             raise FsError(errno.EPERM)  # every file shows as owned by the override
         return None
 
-    def setattr(self, ctx, ino, changes: SetAttr, fh) -> AttrReply:
+    def setattr(self, ctx: Context, ino: int, changes: SetAttr, fh: int | None) -> AttrReply:
         self._writable()
         request = pb.SetAttrRequest(handle=self._h(ino), kill_suidgid=changes.kill_suidgid)
         if fh:
@@ -303,38 +307,41 @@ class RemoteFileSystem(FileSystem):
         reply = self._call(self._stub.SetAttr, request)
         return AttrReply(self._attr(reply.attr), self.attr_timeout)
 
-    def readlink(self, ctx, ino) -> bytes:
-        return self._call(self._stub.ReadLink, pb.NodeRequest(handle=self._h(ino))).target
+    def readlink(self, ctx: Context, ino: int) -> bytes:
+        target: bytes = self._call(self._stub.ReadLink, pb.NodeRequest(handle=self._h(ino))).target
+        return target
 
-    def access(self, ctx, ino, mask) -> None:
+    def access(self, ctx: Context, ino: int, mask: int) -> None:
         if mask & os.W_OK and self.read_only:
             raise FsError(errno.EROFS)
         self._call(self._stub.Access, pb.AccessRequest(handle=self._h(ino), mask=mask))
 
-    def statfs(self, ctx, ino) -> StatFs:
+    def statfs(self, ctx: Context, ino: int) -> StatFs:
         return statfs_of(self._call(self._stub.StatFs, pb.NodeRequest(handle=self._h(ino))))
 
-    def syncfs(self, ctx, ino) -> None:
+    def syncfs(self, ctx: Context, ino: int) -> None:
         self._call(self._stub.SyncFs, pb.NodeRequest(handle=self._h(ino)), self.slow_timeout)
 
     # --- extended attributes ------------------------------------------------------------------
-    def setxattr(self, ctx, ino, name, value, flags) -> None:
+    def setxattr(self, ctx: Context, ino: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable()
         self._call(self._stub.SetXattr, pb.SetXattrRequest(handle=self._h(ino), name=name, value=value,
                                                            flags=flags))
 
-    def getxattr(self, ctx, ino, name) -> bytes:
-        return self._call(self._stub.GetXattr, pb.XattrRequest(handle=self._h(ino), name=name)).value
+    def getxattr(self, ctx: Context, ino: int, name: bytes) -> bytes:
+        value: bytes = self._call(self._stub.GetXattr,
+                                  pb.XattrRequest(handle=self._h(ino), name=name)).value
+        return value
 
-    def listxattr(self, ctx, ino) -> list[bytes]:
+    def listxattr(self, ctx: Context, ino: int) -> list[bytes]:
         return list(self._call(self._stub.ListXattr, pb.NodeRequest(handle=self._h(ino))).names)
 
-    def removexattr(self, ctx, ino, name) -> None:
+    def removexattr(self, ctx: Context, ino: int, name: bytes) -> None:
         self._writable()
         self._call(self._stub.RemoveXattr, pb.XattrRequest(handle=self._h(ino), name=name))
 
     # --- files ------------------------------------------------------------------------------------
-    def open(self, ctx, ino, flags) -> Opened:
+    def open(self, ctx: Context, ino: int, flags: int) -> Opened:
         if not self.opens:
             raise FsError(errno.ENOSYS)  # no-open mode: the kernel stops sending OPEN
         if flags & _WRITE_FLAGS:
@@ -345,7 +352,9 @@ class RemoteFileSystem(FileSystem):
         self._stamps[ino] = stamp
         return Opened(fh=reply.fh, keep_cache=keep)
 
-    def create(self, ctx, parent, name, mode, umask, flags) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         self._writable()
         request = pb.CreateRequest(parent=self._h(parent), name=name, mode=mode, umask=umask,
                                    flags=flags, no_handle=not self.opens)
@@ -363,7 +372,7 @@ class RemoteFileSystem(FileSystem):
             self.facts.file_made(ino)
         return self._entry(reply.entry), Opened(fh=reply.fh)
 
-    def read(self, ctx, ino, fh, offset, size) -> bytes:
+    def read(self, ctx: Context, ino: int, fh: int, offset: int, size: int) -> bytes:
         parts = []
         while size > 0:
             n = min(size, self.max_io)
@@ -376,7 +385,7 @@ class RemoteFileSystem(FileSystem):
             size -= n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def write(self, ctx, ino, fh, offset, data, flags) -> int:
+    def write(self, ctx: Context, ino: int, fh: int, offset: int, data: bytes, flags: int) -> int:
         """Queued and answered at once (see writes.py): a failure is raised by the next write,
         flush or fsync of ``fh``.  Writes wait for the server's answer when no FLUSH will come
         (no-open mode), and for the kernel's own dirty pages (it tracks their errors itself)."""
@@ -408,8 +417,8 @@ class RemoteFileSystem(FileSystem):
                     flags: int) -> int:
         if epoch != self.session.epoch:
             raise FsError(errno.EBADF)  # an open file of a session the server lost
-        return self._call(self._stub.Write, pb.WriteRequest(
-            handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written
+        return int(self._call(self._stub.Write, pb.WriteRequest(
+            handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written)
 
     def _deferred_error(self, ino: int, fh: int, any_file: bool) -> int | None:
         """After a drain: the error of a queued write not reported to ``fh`` yet (see
@@ -417,7 +426,7 @@ class RemoteFileSystem(FileSystem):
         self._writes.drain()
         return self._writes.take_error((self.session.epoch, self._h(ino)), fh, any_file)
 
-    def flush(self, ctx, ino, fh, lock_owner) -> None:
+    def flush(self, ctx: Context, ino: int, fh: int, lock_owner: int) -> None:
         if not self.opens:
             # Writes are never held back then and locks are the VM kernel's own, so a close
             # has nothing to tell the server: ENOSYS makes the kernel stop sending FLUSH.
@@ -432,7 +441,7 @@ class RemoteFileSystem(FileSystem):
         if err:
             raise FsError(err)  # close() reports a write that was answered before it failed
 
-    def release(self, ctx, ino, fh, flags) -> None:
+    def release(self, ctx: Context, ino: int, fh: int, flags: int) -> None:
         if not fh:
             # In no-open mode the kernel sends RELEASE for nothing at all, so files made then
             # are closed on the server at once (fh 0): a RELEASE of one made before the kernel
@@ -448,7 +457,7 @@ class RemoteFileSystem(FileSystem):
         self._call(self._stub.Release, pb.FileRequest(handle=handle, fh=fh,
                                                       more_fhs=[f for _, f in rest]))
 
-    def fsync(self, ctx, ino, fh, datasync) -> None:
+    def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         err = self._deferred_error(ino, fh, any_file=True)
         try:
             self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh,
@@ -459,26 +468,38 @@ class RemoteFileSystem(FileSystem):
         if err:
             raise FsError(err)
 
-    def fallocate(self, ctx, ino, fh, offset, length, mode) -> None:
+    def fallocate(
+        self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int
+    ) -> None:
         self._writable()
         self._stamps.pop(ino, None)
         self._call(self._stub.Fallocate, pb.FallocateRequest(
             handle=self._h(ino), fh=fh, offset=offset, length=length, mode=mode), self.slow_timeout)
 
-    def lseek(self, ctx, ino, fh, offset, whence) -> int:
-        return self._call(self._stub.Lseek, pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset,
-                                                             whence=whence)).offset
+    def lseek(self, ctx: Context, ino: int, fh: int, offset: int, whence: int) -> int:
+        return int(self._call(self._stub.Lseek, pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset,
+                                                             whence=whence)).offset)
 
-    def copy_file_range(self, ctx, ino_in, fh_in, off_in, ino_out, fh_out, off_out, length,
-                        flags) -> int:
+    def copy_file_range(
+        self,
+        ctx: Context,
+        ino_in: int,
+        fh_in: int,
+        off_in: int,
+        ino_out: int,
+        fh_out: int,
+        off_out: int,
+        length: int,
+        flags: int,
+    ) -> int:
         self._writable()
         self._stamps.pop(ino_out, None)
-        return self._call(self._stub.CopyFileRange, pb.CopyFileRangeRequest(
+        return int(self._call(self._stub.CopyFileRange, pb.CopyFileRangeRequest(
             handle_in=self._h(ino_in), fh_in=fh_in, offset_in=off_in, handle_out=self._h(ino_out), fh_out=fh_out,
-            offset_out=off_out, length=length, flags=flags), self.slow_timeout).copied
+            offset_out=off_out, length=length, flags=flags), self.slow_timeout).copied)
 
     # --- directories ----------------------------------------------------------------------------
-    def opendir(self, ctx, ino, flags) -> Opened:
+    def opendir(self, ctx: Context, ino: int, flags: int) -> Opened:
         if not self.opens:
             raise FsError(errno.ENOSYS)  # no-open mode: the kernel stops sending OPENDIR
         fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=self._h(ino))).fh
@@ -486,7 +507,9 @@ class RemoteFileSystem(FileSystem):
         cached = self.policy.mode.cache_listings
         return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
 
-    def readdir(self, ctx, ino, fh, offset, plus) -> Iterable[DirEntry]:
+    def readdir(
+        self, ctx: Context, ino: int, fh: int, offset: int, plus: bool
+    ) -> Iterable[DirEntry]:
         if fh:
             buf = self.listings.of_handle(fh)
             if buf is None:
@@ -528,10 +551,10 @@ class RemoteFileSystem(FileSystem):
             cookie = d.offset
         return records
 
-    def releasedir(self, ctx, ino, fh) -> None:
+    def releasedir(self, ctx: Context, ino: int, fh: int) -> None:
         self.listings.closed(fh)
         self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=fh))
 
-    def fsyncdir(self, ctx, ino, fh, datasync) -> None:
+    def fsyncdir(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         self._call(self._stub.FsyncDir, pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
                    self.slow_timeout)

@@ -103,6 +103,8 @@ class Replayer:
     def _perform_at(self, plan: Plan, root: int, parent: int, name: bytes) -> bool:
         kind = plan.kind
         if kind == Kind.CREATED:
+            if plan.node is None or plan.node.attr is None:
+                return False
             mode = plan.node.attr.mode
             if stat.S_ISDIR(mode):
                 os.mkdir(name, 0o755, dir_fd=parent)
@@ -176,8 +178,14 @@ class Replayer:
         expected = self.names.resolve(path[:-1])[-1]
         return expected is None or expected == parent
 
-    def lookup(self, parent: int, name: bytes, forward: Callable[[int, bytes], Entry]) -> Entry:
+    def _current(self) -> Plan:
         plan = self.plan
+        if plan is None:  # the replay ended while one of its requests was on the way
+            raise FsError(errno.EIO)
+        return plan
+
+    def lookup(self, parent: int, name: bytes, forward: Callable[[int, bytes], Entry]) -> Entry:
+        plan = self._current()
         if plan.kind == Kind.CREATED and self._is_target(parent, name, plan.path):
             raise FsError(errno.ENOENT)
         if plan.kind == Kind.MOVED:
@@ -197,7 +205,7 @@ class Replayer:
 
     def node(self) -> Entry:
         """The real node, handed to the kernel as the result of the replayed operation."""
-        plan = self.plan
+        plan = self._current()
         if plan.node is None or plan.node_used:
             raise FsError(errno.EIO)
         plan.node_used = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class RpcStats:
@@ -19,7 +20,7 @@ class RpcStats:
             slot[1] += nanos
             slot[2] += failed
 
-    def snapshot(self, reset: bool = False) -> dict:
+    def snapshot(self, reset: bool = False) -> dict[str, Any]:
         with self._lock:
             calls = {name: {"count": c, "total_ms": ns / 1e6, "errors": e}
                      for name, (c, ns, e) in sorted(self._calls.items())}
@@ -28,7 +29,7 @@ class RpcStats:
         return {"rpc": calls, "round_trips": sum(c["count"] for c in calls.values())}
 
 
-def method_name(rpc) -> str:
+def method_name(rpc: Any) -> str:
     """'Lookup' for the stub's callable of /bridgefs.v1.Files/Lookup."""
     raw = getattr(rpc, "_method", b"") or b""
     raw = raw.decode() if isinstance(raw, bytes) else str(raw)

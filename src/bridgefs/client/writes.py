@@ -114,13 +114,13 @@ class WriteBehind:
             while self._outstanding and min(self._outstanding) <= upto:
                 self._changed.wait()
 
-    def take_error(self, node, fh: int, any_file: bool) -> int | None:
+    def take_error(self, node: object, fh: int, any_file: bool) -> int | None:
         """The errno of a failed write to ``node`` not yet reported to open file ``fh``: for a
         flush, only a write through ``fh`` itself; for an fsync (``any_file``), any."""
         with self._lock:
             return self._take_locked(node, fh, any_file)
 
-    def _take_locked(self, node, fh: int, any_file: bool) -> int | None:
+    def _take_locked(self, node: object, fh: int, any_file: bool) -> int | None:
         rec = self._errors.get(node)
         if rec is None or not rec.owed(fh, any_file):
             return None
