@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 inotify-tools git sqlite3 rsync)
+# qemu-system-x86 and busybox-static: tests/vm boots a real Linux guest (its kernel is fetched
+# with apt-get download by the suite itself and cached).
+packages=(fuse3 inotify-tools git sqlite3 rsync qemu-system-x86 busybox-static e2fsprogs)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

@@ -413,14 +413,15 @@ class _HostPort:
 
 
 class SerialListener:
-    """Host side: accept QEMU's chardev connection on ``path`` and relay its streams to the gRPC
-    server on the unix socket ``target``.  A new connection from QEMU replaces the old one."""
+    """Host side: accept QEMU's chardev connections on ``path`` (one per virtio-serial port, each
+    dialled again after a break) and relay their streams to the gRPC server on the unix socket
+    ``target``."""
 
     def __init__(self, path: str, target: str):
         self.path = path
         self.target = target
         self._lock = threading.Lock()
-        self._current: _HostPort | None = None
+        self._ports: set[_HostPort] = set()
         self._acceptor = _Acceptor(socket.AF_UNIX, path, self._adopt, "serial-listen")
 
     def start(self) -> "SerialListener":
@@ -435,17 +436,19 @@ class SerialListener:
     def _adopt(self, conn: socket.socket) -> None:
         port = _HostPort(conn, self.target)
         with self._lock:
-            old, self._current = self._current, port
-        if old is not None:
-            old.close()
-        port.run()
+            self._ports.add(port)
+        try:
+            port.run()
+        finally:
+            with self._lock:
+                self._ports.discard(port)
 
     def close(self) -> None:
         self._acceptor.close()
         with self._lock:
-            current, self._current = self._current, None
-        if current is not None:
-            current.close()
+            ports, self._ports = list(self._ports), set()
+        for port in ports:
+            port.close()
 
     def __enter__(self) -> "SerialListener":
         return self.start()

@@ -217,7 +217,11 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             busy = "busy" in proc.stderr.lower()
-            raise OSError(errno.EBUSY if busy else errno.EINVAL, proc.stderr.strip())
+            hint = ""
+            if "/etc/mtab" in proc.stderr and not os.path.exists("/etc/mtab"):
+                # fusermount3 checks a user's unmount against /etc/mtab; systems make it a link.
+                hint = " (as root: ln -sf ../proc/self/mounts /etc/mtab)"
+            raise OSError(errno.EBUSY if busy else errno.EINVAL, proc.stderr.strip() + hint)
         return
     _check(_libc.umount2(mountpoint.encode(), MNT_DETACH if lazy else 0), f"umount {mountpoint}")
 
