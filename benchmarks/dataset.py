@@ -34,27 +34,174 @@ PY_COPY = ("hypothesis", "sortedcontainers", "_hypothesis_globals", "_hypothesis
 
 MISSING_PROBES = 10_000
 
-_TOP_DIRS = ["src", "app", "vendor", "node_modules", "public", "resources", "tests", "config",
-             "lib", "assets"]
-_DIR_WORDS = ["components", "utils", "Controller", "Model", "View", "Http", "Middleware",
-              "services", "hooks", "store", "api", "Console", "Events", "Jobs", "Listeners",
-              "Mail", "Policies", "Providers", "Rules", "dist", "esm", "cjs", "types", "locales",
-              "fixtures", "helpers", "core", "plugins", "modules", "admin", "auth", "billing",
-              "orders", "users", "forms", "layouts", "pages", "styles", "icons", "migrations",
-              "factories", "Feature", "Unit", "Support", "Contracts", "Exceptions", "Traits",
-              "Routing", "Database", "Cache", "Queue", "Session", "Validation", "internal"]
-_FILE_WORDS = ["User", "Order", "Invoice", "Payment", "Cart", "Product", "Account", "Session",
-               "Token", "Router", "Request", "Response", "Handler", "Service", "Factory",
-               "Repository", "Manager", "Provider", "Helper", "Validator", "Listener", "Event",
-               "Query", "Builder", "Client", "Config", "Logger", "Cache", "Store", "Index",
-               "Form", "Button", "Modal", "Table", "List", "Item", "Menu", "Header", "Footer"]
-_EXTENSIONS = [(".js", 35), (".php", 30), (".ts", 10), (".json", 8), (".css", 5), (".md", 4),
-               (".vue", 4), (".html", 4)]
-_CODE_TOKENS = ["function", "return", "const", "let", "if", "else", "for", "while", "class",
-                "public", "private", "static", "new", "this", "$this->", "=>", "import", "from",
-                "export", "default", "namespace", "use", "array", "null", "true", "false",
-                "await", "async", "throw", "try", "catch", "(", ")", "{", "}", ";", "=", "+",
-                "'value'", "\"key\"", "0", "1", "42", "$request", "options", "props", "state"]
+_TOP_DIRS = [
+    "src",
+    "app",
+    "vendor",
+    "node_modules",
+    "public",
+    "resources",
+    "tests",
+    "config",
+    "lib",
+    "assets",
+]
+_DIR_WORDS = [
+    "components",
+    "utils",
+    "Controller",
+    "Model",
+    "View",
+    "Http",
+    "Middleware",
+    "services",
+    "hooks",
+    "store",
+    "api",
+    "Console",
+    "Events",
+    "Jobs",
+    "Listeners",
+    "Mail",
+    "Policies",
+    "Providers",
+    "Rules",
+    "dist",
+    "esm",
+    "cjs",
+    "types",
+    "locales",
+    "fixtures",
+    "helpers",
+    "core",
+    "plugins",
+    "modules",
+    "admin",
+    "auth",
+    "billing",
+    "orders",
+    "users",
+    "forms",
+    "layouts",
+    "pages",
+    "styles",
+    "icons",
+    "migrations",
+    "factories",
+    "Feature",
+    "Unit",
+    "Support",
+    "Contracts",
+    "Exceptions",
+    "Traits",
+    "Routing",
+    "Database",
+    "Cache",
+    "Queue",
+    "Session",
+    "Validation",
+    "internal",
+]
+_FILE_WORDS = [
+    "User",
+    "Order",
+    "Invoice",
+    "Payment",
+    "Cart",
+    "Product",
+    "Account",
+    "Session",
+    "Token",
+    "Router",
+    "Request",
+    "Response",
+    "Handler",
+    "Service",
+    "Factory",
+    "Repository",
+    "Manager",
+    "Provider",
+    "Helper",
+    "Validator",
+    "Listener",
+    "Event",
+    "Query",
+    "Builder",
+    "Client",
+    "Config",
+    "Logger",
+    "Cache",
+    "Store",
+    "Index",
+    "Form",
+    "Button",
+    "Modal",
+    "Table",
+    "List",
+    "Item",
+    "Menu",
+    "Header",
+    "Footer",
+]
+_EXTENSIONS = [
+    (".js", 35),
+    (".php", 30),
+    (".ts", 10),
+    (".json", 8),
+    (".css", 5),
+    (".md", 4),
+    (".vue", 4),
+    (".html", 4),
+]
+_CODE_TOKENS = [
+    "function",
+    "return",
+    "const",
+    "let",
+    "if",
+    "else",
+    "for",
+    "while",
+    "class",
+    "public",
+    "private",
+    "static",
+    "new",
+    "this",
+    "$this->",
+    "=>",
+    "import",
+    "from",
+    "export",
+    "default",
+    "namespace",
+    "use",
+    "array",
+    "null",
+    "true",
+    "false",
+    "await",
+    "async",
+    "throw",
+    "try",
+    "catch",
+    "(",
+    ")",
+    "{",
+    "}",
+    ";",
+    "=",
+    "+",
+    "'value'",
+    '"key"',
+    "0",
+    "1",
+    "42",
+    "$request",
+    "options",
+    "props",
+    "state",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +216,16 @@ class Params:
 
     def key(self) -> str:
         versions = {name: _package_version(name) for name in PY_COPY}
-        blob = json.dumps({"format": FORMAT, "params": dataclasses.asdict(self),
-                           # The .pyc files are only valid for the interpreter that W8 runs.
-                           "cache_tag": sys.implementation.cache_tag, "packages": versions},
-                          sort_keys=True)
+        blob = json.dumps(
+            {
+                "format": FORMAT,
+                "params": dataclasses.asdict(self),
+                # The .pyc files are only valid for the interpreter that W8 runs.
+                "cache_tag": sys.implementation.cache_tag,
+                "packages": versions,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -112,12 +265,21 @@ def ensure(workdir: pathlib.Path, params: Params, log: Callable[[str], None]) ->
     _build_big(partial / Dataset.big, params.big_mib)
     _build_pylib(partial / Dataset.pylib)
     probe_names = _missing_names(dirs, params.seed)
-    (partial / ".bench-dataset.json").write_text(json.dumps(
-        {"params": dataclasses.asdict(params), "key": key, "dirs": len(dirs) - 1,
-         "max_depth": max(d.count("/") + 1 for d in dirs if d),
-         "tree_bytes": _tree_bytes(partial / Dataset.tree), "py_import": PY_IMPORT,
-         "py_packages": {name: _package_version(name) for name in PY_COPY},
-         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
+    (partial / ".bench-dataset.json").write_text(
+        json.dumps(
+            {
+                "params": dataclasses.asdict(params),
+                "key": key,
+                "dirs": len(dirs) - 1,
+                "max_depth": max(d.count("/") + 1 for d in dirs if d),
+                "tree_bytes": _tree_bytes(partial / Dataset.tree),
+                "py_import": PY_IMPORT,
+                "py_packages": {name: _package_version(name) for name in PY_COPY},
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+            indent=1,
+        )
+    )
     tmp = probes.with_suffix(".tmp")
     tmp.write_text("".join(f"{Dataset.tree}/{n}\n" for n in probe_names))
     os.sync()
@@ -155,8 +317,9 @@ def _build_tree(top: pathlib.Path, p: Params) -> list[str]:
     for d in dirs:
         (top / d).mkdir(parents=True, exist_ok=True)
 
-    pool = " ".join(rng.choice(_CODE_TOKENS) + ("\n" if rng.random() < 0.12 else "")
-                    for _ in range(60_000)).encode()
+    pool = " ".join(
+        rng.choice(_CODE_TOKENS) + ("\n" if rng.random() < 0.12 else "") for _ in range(60_000)
+    ).encode()
     exts = [e for e, _ in _EXTENSIONS]
     weights = [w for _, w in _EXTENSIONS]
     log_min, log_max = math.log(p.min_size), math.log(p.max_size)
@@ -173,19 +336,28 @@ def _build_tree(top: pathlib.Path, p: Params) -> list[str]:
                 break
         size = int(math.exp(rng.uniform(log_min, log_max)))
         offset = rng.randrange(len(pool) - size)
-        (top / d / name).write_bytes(pool[offset:offset + size])
+        (top / d / name).write_bytes(pool[offset : offset + size])
     return dirs
 
 
 def _git(cwd: pathlib.Path, *args: str) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "LC_ALL": "C",
-           "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
-           "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(cwd),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "LC_ALL": "C",
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@localhost",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@localhost",
+        "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z",
+    }
     # gc.auto=0: commit would otherwise start a background gc that races the explicit one.
-    subprocess.run(["git", "-c", "gc.auto=0", *args], cwd=cwd, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["git", "-c", "gc.auto=0", *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def _build_repo(tree: pathlib.Path, repo: pathlib.Path) -> None:
@@ -212,8 +384,10 @@ def _build_big(path: pathlib.Path, mib: int) -> None:
 def _package_source(name: str) -> pathlib.Path:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"W8 needs the Python module {name!r} in {sys.executable}'s "
-                           f"environment (pip install -e '.[test]' brings it)")
+        raise RuntimeError(
+            f"W8 needs the Python module {name!r} in {sys.executable}'s "
+            f"environment (pip install -e '.[test]' brings it)"
+        )
     origin = pathlib.Path(spec.origin)
     return origin.parent if spec.submodule_search_locations else origin
 
@@ -221,8 +395,10 @@ def _package_source(name: str) -> pathlib.Path:
 def _package_version(name: str) -> str | None:
     try:
         import importlib.metadata as md
-        dist = {"_hypothesis_globals": "hypothesis",
-                "_hypothesis_ftz_detector": "hypothesis"}.get(name, name)
+
+        dist = {"_hypothesis_globals": "hypothesis", "_hypothesis_ftz_detector": "hypothesis"}.get(
+            name, name
+        )
         return md.version(dist)
     except Exception:
         return None
@@ -239,16 +415,20 @@ def _build_pylib(dest: pathlib.Path) -> None:
     # Byte code compiled now, by the interpreter W8 runs, and W8 runs with -B: every import
     # then reads the same .py (for its mtime) and .pyc files and nothing is ever written to the
     # share, so cold and warm runs of every column do the same work.
-    subprocess.run([sys.executable, "-I", "-m", "compileall", "-q", "-j", "0", str(dest)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-I", "-m", "compileall", "-q", "-j", "0", str(dest)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _missing_names(dirs: list[str], seed: int) -> list[str]:
     # Spread over the real directories, as an autoloader probes each include path in turn.
     rng = random.Random(seed + 1)
     real = [d for d in dirs if d]
-    return [f"{rng.choice(real)}/Missing{rng.choice(_FILE_WORDS)}{i}.php"
-            for i in range(MISSING_PROBES)]
+    return [
+        f"{rng.choice(real)}/Missing{rng.choice(_FILE_WORDS)}{i}.php" for i in range(MISSING_PROBES)
+    ]
 
 
 def _tree_bytes(top: pathlib.Path) -> int:

@@ -36,9 +36,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 class Watcher:
     def __init__(self, root: pathlib.Path):
-        self.proc = subprocess.Popen(["inotifywait", "-m", "-e", "modify,close_write,moved_to",
-                                      "--format", "%f", str(root)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["inotifywait", "-m", "-e", "modify,close_write,moved_to", "--format", "%f", str(root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for line in self.proc.stderr:
             if "Watches established" in line:
                 break
@@ -115,7 +118,8 @@ def measure_content(host: pathlib.Path, view: pathlib.Path, changes: int) -> lis
 def _summary(delays: list[float | None]) -> dict:
     got = [d for d in delays if d is not None]
     return {
-        "changes": len(delays), "missed": len(delays) - len(got),
+        "changes": len(delays),
+        "missed": len(delays) - len(got),
         "p50_ms": round(_percentile(got, 0.5) * 1000, 2) if got else None,
         "p99_ms": round(_percentile(got, 0.99) * 1000, 2) if got else None,
         "max_ms": round(max(got) * 1000, 2) if got else None,
@@ -138,8 +142,11 @@ def _wait_mounted(mnt: pathlib.Path, proc: subprocess.Popen, timeout: float = 30
 def _wait_flowing(mnt: pathlib.Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode == 0 and json.loads(out.stdout).get("events") == "flowing":
             return
         time.sleep(0.1)
@@ -147,8 +154,11 @@ def _wait_flowing(mnt: pathlib.Path, timeout: float = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--changes", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -159,15 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(FILES):
         (host / f"f{i:02}.txt").write_text("initial\n")
     results: dict = {"changes": args.changes, "load_start": os.getloadavg()}
-    results["native"] = {"event": _summary(measure_events(host, host, args.changes)),
-                         "content": _summary(measure_content(host, host, args.changes))}
-    proc = subprocess.Popen([sys.executable, "-m", "bridgefs", "run", str(host), str(mnt)],
-                            stderr=subprocess.DEVNULL)
+    results["native"] = {
+        "event": _summary(measure_events(host, host, args.changes)),
+        "content": _summary(measure_content(host, host, args.changes)),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridgefs", "run", str(host), str(mnt)], stderr=subprocess.DEVNULL
+    )
     try:
         _wait_mounted(mnt, proc)
         _wait_flowing(mnt)
-        results["bridgefs"] = {"event": _summary(measure_events(host, mnt, args.changes)),
-                               "content": _summary(measure_content(host, mnt, args.changes))}
+        results["bridgefs"] = {
+            "event": _summary(measure_events(host, mnt, args.changes)),
+            "content": _summary(measure_content(host, mnt, args.changes)),
+        }
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
@@ -178,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':10}{'event p50':>12}{'event p99':>12}{'content p50':>14}{'content p99':>14}")
     for col in ("native", "bridgefs"):
         e, c = results[col]["event"], results[col]["content"]
-        print(f"{col:10}{e['p50_ms']:>10} ms{e['p99_ms']:>10} ms{c['p50_ms']:>12} ms"
-              f"{c['p99_ms']:>12} ms   missed {e['missed']}/{c['missed']}")
+        print(
+            f"{col:10}{e['p50_ms']:>10} ms{e['p99_ms']:>10} ms{c['p50_ms']:>12} ms"
+            f"{c['p99_ms']:>12} ms   missed {e['missed']}/{c['missed']}"
+        )
     for p in sorted(host.iterdir()):
         p.unlink()
     host.rmdir()

@@ -34,6 +34,7 @@ class PeerUnavailable(Exception):
 
 # --- processes and mounts ------------------------------------------------------------------------
 
+
 class Registry:
     """Closers of everything started, run newest first.  A pid file lets the next run stop what
     a killed run (SIGKILL, no finally) left behind."""
@@ -52,10 +53,12 @@ class Registry:
             if entry in self._closers:
                 self._closers.remove(entry)
                 closer()
+
         return close
 
-    def spawn(self, cmd: list[str], *, log: pathlib.Path | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
+    def spawn(
+        self, cmd: list[str], *, log: pathlib.Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         # Each log starts afresh with the run and keeps every remount of it.
         mode = "ab" if log in self._logs else "wb"
         if log:
@@ -64,8 +67,14 @@ class Registry:
         try:
             # A session of its own: Ctrl-C in the terminal reaches only the benchmark, which
             # then stops each child in order (a FUSE daemon must outlive the mount's users).
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         finally:
             if log:
                 out.close()
@@ -149,8 +158,11 @@ def resolved(path: pathlib.Path) -> pathlib.Path:
 
 def unmount(path: pathlib.Path) -> None:
     """fusermount3 -u, then a lazy unmount if something still holds the mount."""
-    for cmd in (["fusermount3", "-u", str(path)], ["fusermount3", "-u", "-z", str(path)],
-                ["umount", "-l", str(path)]):
+    for cmd in (
+        ["fusermount3", "-u", str(path)],
+        ["fusermount3", "-u", "-z", str(path)],
+        ["umount", "-l", str(path)],
+    ):
         if not is_mounted(path):
             return
         if shutil.which(cmd[0]):
@@ -160,6 +172,7 @@ def unmount(path: pathlib.Path) -> None:
 
 
 # --- the columns ---------------------------------------------------------------------------------
+
 
 class Peer:
     """One column: where the dataset is visible and how to bring that view up and down."""
@@ -235,18 +248,24 @@ class FusePeer(Peer):
         while not is_mounted(self.mountpoint):
             if self.proc.poll() is not None:
                 self._close()
-                raise PeerUnavailable(f"{self.command()[0]} exited with {self.proc.returncode} "
-                                      f"before mounting: {self.log_tail()}")
+                raise PeerUnavailable(
+                    f"{self.command()[0]} exited with {self.proc.returncode} "
+                    f"before mounting: {self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self._close()
-                raise PeerUnavailable(f"not mounted after {MOUNT_TIMEOUT:.0f} s: "
-                                      f"{self.log_tail()}")
+                raise PeerUnavailable(f"not mounted after {MOUNT_TIMEOUT:.0f} s: {self.log_tail()}")
             time.sleep(0.02)
         # Listed in mountinfo can still mean "INIT not answered yet": one stat, in a child
         # that a wedged daemon cannot hang, so the first timed run does not pay for it.
         try:
-            subprocess.run(["stat", "-c", "%i", str(self.mountpoint)], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=MOUNT_TIMEOUT)
+            subprocess.run(
+                ["stat", "-c", "%i", str(self.mountpoint)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=MOUNT_TIMEOUT,
+            )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             self._close()
             raise PeerUnavailable(f"mounted but not answering ({exc}): {self.log_tail()}") from exc
@@ -312,8 +331,13 @@ class Sshfs(FusePeer):
     """sshfs over loopback to a private sshd with throwaway keys, both started here."""
 
     name = "sshfs"
-    needs = {"sshfs": "sshfs", "fusermount3": "fuse3", "/usr/sbin/sshd": "openssh-server",
-             "ssh-keygen": "openssh-client", "ssh": "openssh-client"}
+    needs = {
+        "sshfs": "sshfs",
+        "fusermount3": "fuse3",
+        "/usr/sbin/sshd": "openssh-server",
+        "ssh-keygen": "openssh-client",
+        "ssh": "openssh-client",
+    }
 
     def __init__(self, src, workdir, registry):
         super().__init__(src, workdir, registry)
@@ -331,9 +355,22 @@ class Sshfs(FusePeer):
         d.mkdir(mode=0o700, exist_ok=True)
         for key in ("host_key", "client_key"):
             if not (d / key).exists():
-                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                                "bridgefs-bench", "-f", str(d / key)],
-                               check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [
+                        "ssh-keygen",
+                        "-q",
+                        "-t",
+                        "ed25519",
+                        "-N",
+                        "",
+                        "-C",
+                        "bridgefs-bench",
+                        "-f",
+                        str(d / key),
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
         shutil.copy(d / "client_key.pub", d / "authorized_keys")
         sftp = "/usr/lib/openssh/sftp-server"
         (d / "sshd_config").write_text(
@@ -343,46 +380,69 @@ class Sshfs(FusePeer):
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             # The workdir's permissions are not sshd's business here.
             "StrictModes no\nPidFile none\nLogLevel ERROR\n"
-            f"Subsystem sftp {sftp if os.path.exists(sftp) else 'internal-sftp'}\n")
+            f"Subsystem sftp {sftp if os.path.exists(sftp) else 'internal-sftp'}\n"
+        )
         # sshd refuses to start without its privilege separation directory, which only the
         # system's ssh service would otherwise create.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        check = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(d / "sshd_config")],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            ["/usr/sbin/sshd", "-t", "-f", str(d / "sshd_config")], capture_output=True, text=True
+        )
         if check.returncode:
             raise PeerUnavailable(f"sshd rejects its config: {check.stderr.strip()}")
         self.port = _free_port()
         log = self.workdir / "logs" / "sshd.log"
         log.parent.mkdir(exist_ok=True)
-        self.sshd = self.registry.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config"),
-                                         "-p", str(self.port)], log=log)
+        self.sshd = self.registry.spawn(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config"), "-p", str(self.port)],
+            log=log,
+        )
         sshd = self.sshd
 
         def close_sshd() -> None:
             stop_process(sshd)
             self.registry.reaped(sshd)
+
         self.registry.push("sshd", close_sshd)
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", self.port), 0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.5),
+            ):
                 return
             if sshd.poll() is not None or time.monotonic() > deadline:
-                raise PeerUnavailable(f"sshd did not start on port {self.port}: "
-                                      f"{log.read_text(errors='replace').strip()[-300:]}")
+                raise PeerUnavailable(
+                    f"sshd did not start on port {self.port}: "
+                    f"{log.read_text(errors='replace').strip()[-300:]}"
+                )
             time.sleep(0.05)
 
     def command(self) -> list[str]:
-        opts = ",".join([f"IdentityFile={self.sshdir / 'client_key'}", "StrictHostKeyChecking=no",
-                         "UserKnownHostsFile=/dev/null", f"port={self.port}", "BatchMode=yes",
-                         "LogLevel=ERROR"])
+        opts = ",".join(
+            [
+                f"IdentityFile={self.sshdir / 'client_key'}",
+                "StrictHostKeyChecking=no",
+                "UserKnownHostsFile=/dev/null",
+                f"port={self.port}",
+                "BatchMode=yes",
+                "LogLevel=ERROR",
+            ]
+        )
         # -F /dev/null: the user's ssh config (ControlMaster, Compression...) stays out of it.
-        return ["sshfs", "-f", "-F", "/dev/null", "-o", opts, f"root@127.0.0.1:{self.src}",
-                str(self.mountpoint)]
+        return [
+            "sshfs",
+            "-f",
+            "-F",
+            "/dev/null",
+            "-o",
+            opts,
+            f"root@127.0.0.1:{self.src}",
+            str(self.mountpoint),
+        ]
 
     def versions(self) -> str:
-        return (_first_line(["sshfs", "--version"], "SSHFS") + "; "
-                + _first_line(["ssh", "-V"]))
+        return _first_line(["sshfs", "--version"], "SSHFS") + "; " + _first_line(["ssh", "-V"])
 
 
 class Bridgefs(FusePeer):
@@ -406,14 +466,17 @@ class Bridgefs(FusePeer):
 
     def _check(self) -> None:
         if not os.access(self.exe, os.X_OK):
-            raise PeerUnavailable(f"{self.exe} is not installed (pip install -e .)",
-                                  "not installed")
-        probe = subprocess.run([self.exe, "run", "--help"], capture_output=True, text=True,
-                               timeout=30)
+            raise PeerUnavailable(
+                f"{self.exe} is not installed (pip install -e .)", "not installed"
+            )
+        probe = subprocess.run(
+            [self.exe, "run", "--help"], capture_output=True, text=True, timeout=30
+        )
         if probe.returncode:
             last = (probe.stderr or probe.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise PeerUnavailable(f"`bridgefs run` is not yet runnable: {last[0]}",
-                                  "not yet runnable")
+            raise PeerUnavailable(
+                f"`bridgefs run` is not yet runnable: {last[0]}", "not yet runnable"
+            )
 
     def command(self) -> list[str]:
         return [self.exe, "run", str(self.src), str(self.mountpoint)]
@@ -445,8 +508,12 @@ class Bridgefs(FusePeer):
         deadline = time.monotonic() + timeout
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
-            r = subprocess.run([self.exe, "status", str(self.mountpoint), "--json"],
-                               capture_output=True, text=True, timeout=30)
+            r = subprocess.run(
+                [self.exe, "status", str(self.mountpoint), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             try:
                 received = json.loads(r.stdout).get("received")
             except ValueError:
@@ -461,8 +528,12 @@ class Bridgefs(FusePeer):
         return _first_line([self.exe, "--version"])
 
 
-PEERS: dict[str, type[Peer]] = {"native": Native, "bindfs": Bindfs, "sshfs": Sshfs,
-                                "bridgefs": Bridgefs}
+PEERS: dict[str, type[Peer]] = {
+    "native": Native,
+    "bindfs": Bindfs,
+    "sshfs": Sshfs,
+    "bridgefs": Bridgefs,
+}
 
 
 def _free_port() -> int:

@@ -66,11 +66,11 @@ def cell_text(w: dict, col: str, run: dict) -> str:
             return "failed"
         return "column failed" if status.get("status") == "failed" else "—"
     if w.get("bytes"):
-        text = (f"{cell['mbps_median']:.0f} MB/s "
-                f"[{_range(cell['mbps_min'], cell['mbps_max'])}]")
+        text = f"{cell['mbps_median']:.0f} MB/s [{_range(cell['mbps_min'], cell['mbps_max'])}]"
     else:
-        text = (f"{_dur(cell['median_s'])} "
-                f"[{_range(cell['min_s'], cell['max_s'], cell['median_s'])}]")
+        text = (
+            f"{_dur(cell['median_s'])} [{_range(cell['min_s'], cell['max_s'], cell['median_s'])}]"
+        )
     if col != "native" and "ratio" in cell:
         text += f" ×{cell['ratio']:.1f}" if cell["ratio"] < 99.5 else f" ×{cell['ratio']:.0f}"
     if cell.get("errors"):
@@ -109,13 +109,16 @@ def column_notes(run: dict) -> list[str]:
     loads.append(run["load"].get("loadavg_end", [0])[0])
     cores = run["machine"]["nproc"]
     if run["load"]["mode"] == "idle" and max(loads) > cores:
-        notes.append(f"the 1-minute load average reached {max(loads):.1f} on {cores} cores during "
-                     f"this idle run: the columns' own daemons account for up to about "
-                     f"{cores}, anything above that is other jobs on the machine")
+        notes.append(
+            f"the 1-minute load average reached {max(loads):.1f} on {cores} cores during "
+            f"this idle run: the columns' own daemons account for up to about "
+            f"{cores}, anything above that is other jobs on the machine"
+        )
     return notes
 
 
 # --- bridgefs request counts --------------------------------------------------------------------
+
 
 def _counts(section) -> dict[str, float]:
     """{"LOOKUP": {"count": 3, ...}} or {"LOOKUP": 3} -> {"LOOKUP": 3}."""
@@ -158,11 +161,14 @@ def stats_table(run: dict) -> str | None:
             rows.append(f"| {w['key']} | {stats_summary(cell['stats'])} |")
     if not rows:
         return None
-    return "| workload | bridgefs requests per run (median; top opcodes) |\n|---|---|\n" + \
-        "\n".join(rows)
+    return (
+        "| workload | bridgefs requests per run (median; top opcodes) |\n|---|---|\n"
+        + "\n".join(rows)
+    )
 
 
 # --- files --------------------------------------------------------------------------------------
+
 
 def write_json(run: dict, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,14 +179,14 @@ def chart(run: dict, path: pathlib.Path) -> str | None:
     """A PNG of the ratios, grouped by workload; None if written, else why not."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib import ticker
     except ImportError:
         return "matplotlib is not installed (pip install -r benchmarks/requirements.txt)"
     drawn = [c for c in columns_of(run) if c != "native"]
-    rows = [w for w in run["workloads"]
-            if any("ratio" in w["columns"].get(c, {}) for c in drawn)]
+    rows = [w for w in run["workloads"] if any("ratio" in w["columns"].get(c, {}) for c in drawn)]
     cols = [c for c in drawn if any("ratio" in w["columns"].get(c, {}) for w in rows)]
     if not rows or not cols:
         return "no ratios to draw (native or the other columns are missing)"
@@ -197,28 +203,45 @@ def chart(run: dict, path: pathlib.Path) -> str | None:
         label = col if status.get("status") == "ok" else f"{col} ({status['status']})"
         bars = ax.bar(xs, ys, width, label=label, color=COLORS.get(col))
         for b, y in zip(bars, ys):
-            ax.annotate(f"{y:.1f}" if y < 99.5 else f"{y:.0f}",
-                        (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom",
-                        fontsize=7, xytext=(0, 1), textcoords="offset points")
+            ax.annotate(
+                f"{y:.1f}" if y < 99.5 else f"{y:.0f}",
+                (b.get_x() + b.get_width() / 2, y),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 1),
+                textcoords="offset points",
+            )
     ax.axhline(1.0, color="black", linewidth=0.8, label="native = 1")
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    ratios = [w["columns"][c]["ratio"] for w in rows for c in cols
-              if "ratio" in w["columns"].get(c, {})]
+    ratios = [
+        w["columns"][c]["ratio"] for w in rows for c in cols if "ratio" in w["columns"].get(c, {})
+    ]
     # Room for the labels above the tallest bar; below 1 for a column faster than native.
     ax.set_ylim(min(0.5, min(ratios) / 1.5), max(2.0, max(ratios) * 1.6))
-    ax.set_xticks(range(len(rows)), [f"{w['key']}\n{w.get('short', '')}" for w in rows],
-                  fontsize=8)
+    ax.set_xticks(range(len(rows)), [f"{w['key']}\n{w.get('short', '')}" for w in rows], fontsize=8)
     ax.set_ylabel("time / native time (log scale; lower is better)")
     m = run["machine"]
-    ax.set_title(f"bridgefs benchmark, load {run['load']['mode']}, {run['started'][:10]}, "
-                 f"{m['nproc']} cores, kernel {m['kernel']}", fontsize=10, pad=24)
+    ax.set_title(
+        f"bridgefs benchmark, load {run['load']['mode']}, {run['started'][:10]}, "
+        f"{m['nproc']} cores, kernel {m['kernel']}",
+        fontsize=10,
+        pad=24,
+    )
     missing = [f"{c}: {run['columns'][c]['status']}" for c in drawn if c not in cols]
     # Above the axes, where no bar can hide under it.
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(cols) + 2,
-              frameon=False, title="; ".join(missing) or None, title_fontsize=7)
+    ax.legend(
+        fontsize=8,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=len(cols) + 2,
+        frameon=False,
+        title="; ".join(missing) or None,
+        title_fontsize=7,
+    )
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,22 +255,27 @@ def markdown_section(run: dict, chart_rel: str | None) -> str:
     la0 = " ".join(f"{x:.2f}" for x in load["loadavg_start"])
     la1 = " ".join(f"{x:.2f}" for x in load["loadavg_end"])
     p0, p1 = load.get("pressure_start", {}), load.get("pressure_end", {})
-    psi = (f"; CPU/IO pressure (avg10) at start {p0.get('cpu', 0):.0f}%/{p0.get('io', 0):.0f}%, "
-           f"at end {p1.get('cpu', 0):.0f}%/{p1.get('io', 0):.0f}%" if p0 else "")
+    psi = (
+        f"; CPU/IO pressure (avg10) at start {p0.get('cpu', 0):.0f}%/{p0.get('io', 0):.0f}%, "
+        f"at end {p1.get('cpu', 0):.0f}%/{p1.get('io', 0):.0f}%"
+        if p0
+        else ""
+    )
     ds = run["dataset"]
-    out = [f"Run of {run['started']} ({run['duration_s'] / 60:.1f} min): load mode "
-           f"**{load['mode']}**; machine: {m['nproc']} cores ({m['cpu']}), "
-           f"{m['mem_gib']:.0f} GiB, kernel {m['kernel']}; load average at start {la0}, "
-           f"at end {la1}{psi}; {run['options']['repeat']} repetitions; dataset "
-           f"{ds['files']} files in {ds['dirs']} directories ({ds['tree_mib']:.0f} MiB), "
-           f"big file {ds['big_mib']} MiB.",
-           "",
-           f"Command: `{run['command']}`",
-           "",
-           "Median [min–max] of the repetitions; ×N is the median time divided by the "
-           "native median.",
-           "",
-           table(run)]
+    out = [
+        f"Run of {run['started']} ({run['duration_s'] / 60:.1f} min): load mode "
+        f"**{load['mode']}**; machine: {m['nproc']} cores ({m['cpu']}), "
+        f"{m['mem_gib']:.0f} GiB, kernel {m['kernel']}; load average at start {la0}, "
+        f"at end {la1}{psi}; {run['options']['repeat']} repetitions; dataset "
+        f"{ds['files']} files in {ds['dirs']} directories ({ds['tree_mib']:.0f} MiB), "
+        f"big file {ds['big_mib']} MiB.",
+        "",
+        f"Command: `{run['command']}`",
+        "",
+        "Median [min–max] of the repetitions; ×N is the median time divided by the native median.",
+        "",
+        table(run),
+    ]
     notes = column_notes(run) + run.get("notes", [])
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -261,9 +289,11 @@ def markdown_section(run: dict, chart_rel: str | None) -> str:
         reason = run["columns"].get("bridgefs", {}).get("reason") or "no bridgefs runs"
         out.append(f"none: {reason}")
     out.append("")
-    out.append("Versions: " + "; ".join(f"{c}: {v['version']}" for c, v in
-                                         run["columns"].items() if v.get("version"))
-               + (f" (source {run['source']})" if run.get("source") else ""))
+    out.append(
+        "Versions: "
+        + "; ".join(f"{c}: {v['version']}" for c, v in run["columns"].items() if v.get("version"))
+        + (f" (source {run['source']})" if run.get("source") else "")
+    )
     return "\n".join(out)
 
 

@@ -44,31 +44,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description="Compare bridgefs with the native folder, bindfs and sshfs (see "
-                    "BENCHMARKS.md). Needs root: it mounts and drops the page cache.")
-    p.add_argument("--workdir", default="/var/tmp/bridgefs-bench",
-                   help="dataset, mount points, keys and logs (default %(default)s)")
+        "BENCHMARKS.md). Needs root: it mounts and drops the page cache.",
+    )
+    p.add_argument(
+        "--workdir",
+        default="/var/tmp/bridgefs-bench",
+        help="dataset, mount points, keys and logs (default %(default)s)",
+    )
     p.add_argument("--repeat", type=int, help="runs per workload and column (default 5)")
-    p.add_argument("--big-mib", type=int, help="size of the big file and of W6's write "
-                   "(default 512)")
+    p.add_argument(
+        "--big-mib", type=int, help="size of the big file and of W6's write (default 512)"
+    )
     p.add_argument("--only", help="workloads, e.g. W1,W3 (W4 = W4c and W4w)")
-    p.add_argument("--columns", default="native,bindfs,sshfs,bridgefs",
-                   help="columns to run (default %(default)s)")
-    p.add_argument("--load", choices=["idle", "busy"], default="idle",
-                   help="busy: one nice -n 19 CPU spinner per core during the runs")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: 500 files, 16 MiB big file, 2 repetitions")
-    p.add_argument("--out", default=str(HERE / "results"),
-                   help="where the JSON and PNG go (default benchmarks/results)")
-    p.add_argument("--update-md", action="store_true",
-                   help="rewrite this load mode's results section of BENCHMARKS.md")
-    p.add_argument("--install", action="store_true",
-                   help="apt-get install the missing Debian packages (bindfs, sshfs, ...)")
-    p.add_argument("--report", metavar="JSON",
-                   help="measure nothing: print, chart and (with --update-md) record the "
-                        "results of an earlier run from its JSON file")
-    p.add_argument("--no-remount", action="store_true",
-                   help="cold runs only drop the page cache instead of also remounting the "
-                        "FUSE columns (their daemons' own caches then stay warm)")
+    p.add_argument(
+        "--columns",
+        default="native,bindfs,sshfs,bridgefs",
+        help="columns to run (default %(default)s)",
+    )
+    p.add_argument(
+        "--load",
+        choices=["idle", "busy"],
+        default="idle",
+        help="busy: one nice -n 19 CPU spinner per core during the runs",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: 500 files, 16 MiB big file, 2 repetitions"
+    )
+    p.add_argument(
+        "--out",
+        default=str(HERE / "results"),
+        help="where the JSON and PNG go (default benchmarks/results)",
+    )
+    p.add_argument(
+        "--update-md",
+        action="store_true",
+        help="rewrite this load mode's results section of BENCHMARKS.md",
+    )
+    p.add_argument(
+        "--install",
+        action="store_true",
+        help="apt-get install the missing Debian packages (bindfs, sshfs, ...)",
+    )
+    p.add_argument(
+        "--report",
+        metavar="JSON",
+        help="measure nothing: print, chart and (with --update-md) record the "
+        "results of an earlier run from its JSON file",
+    )
+    p.add_argument(
+        "--no-remount",
+        action="store_true",
+        help="cold runs only drop the page cache instead of also remounting the "
+        "FUSE columns (their daemons' own caches then stay warm)",
+    )
     args = p.parse_args(argv)
     args.repeat = args.repeat or (2 if args.quick else 5)
     args.big_mib = args.big_mib or (16 if args.quick else 512)
@@ -112,17 +140,30 @@ def machine() -> dict:
     mem_kib = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kib = int(pathlib.Path("/proc/meminfo").read_text().split()[1])
-    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu,
-            "mem_gib": mem_kib / (1 << 20), "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "mem_gib": mem_kib / (1 << 20),
+        "python": platform.python_version(),
+    }
 
 
 def source_version() -> str | None:
     """The commit measured, "+dirty" when the work tree differs: bridgefs changes daily."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (head + ("+dirty" if dirty else "")) or None
@@ -132,8 +173,12 @@ def apt_install(packages: list[str]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     log(f"apt-get install {' '.join(packages)}")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def sweep_mounts(workdir: pathlib.Path) -> None:
@@ -155,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         return report_only(args)
     if os.geteuid() != 0:
-        print("the benchmark mounts filesystems and drops the page cache: run it as root",
-              file=sys.stderr)
+        print(
+            "the benchmark mounts filesystems and drops the page cache: run it as root",
+            file=sys.stderr,
+        )
         return 2
     if not shutil.which("git"):
         if not args.install:
@@ -179,38 +226,64 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     started = time.time()
     run: dict = {
-        "schema": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "schema": 1,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "command": ("python -m benchmarks.run " + shlex.join(argv)).strip(),
-        "options": {"repeat": args.repeat, "big_mib": args.big_mib, "quick": args.quick,
-                    "only": args.only, "remount_cold": not args.no_remount},
-        "load": {"mode": args.load, "loadavg_start": loadavg(), "pressure_start": pressure(),
-                 "spinners": 0},
-        "machine": machine(), "source": source_version(), "columns": {}, "workloads": [],
+        "options": {
+            "repeat": args.repeat,
+            "big_mib": args.big_mib,
+            "quick": args.quick,
+            "only": args.only,
+            "remount_cold": not args.no_remount,
+        },
+        "load": {
+            "mode": args.load,
+            "loadavg_start": loadavg(),
+            "pressure_start": pressure(),
+            "spinners": 0,
+        },
+        "machine": machine(),
+        "source": source_version(),
+        "columns": {},
+        "workloads": [],
         "notes": [],
     }
     psi = run["load"]["pressure_start"]
-    if args.load == "idle" and (run["load"]["loadavg_start"][0] > 0.5 * os.cpu_count()
-                                or psi.get("io", 0) > 10 or psi.get("cpu", 0) > 10):
-        note = (f"the machine was not idle at the start (load average "
-                f"{run['load']['loadavg_start'][0]:.2f}, CPU/IO pressure "
-                f"{psi.get('cpu', 0):.0f}%/{psi.get('io', 0):.0f}%): other processes may add "
-                f"noise")
+    if args.load == "idle" and (
+        run["load"]["loadavg_start"][0] > 0.5 * os.cpu_count()
+        or psi.get("io", 0) > 10
+        or psi.get("cpu", 0) > 10
+    ):
+        note = (
+            f"the machine was not idle at the start (load average "
+            f"{run['load']['loadavg_start'][0]:.2f}, CPU/IO pressure "
+            f"{psi.get('cpu', 0):.0f}%/{psi.get('io', 0):.0f}%): other processes may add "
+            f"noise"
+        )
         run["notes"].append(note)
         log("warning: " + note)
     interrupted: str | None = None
     try:
         registry.stop_leftovers(log)
         sweep_mounts(workdir)
-        params = (dataset.Params(files=500, dirs=60, big_mib=args.big_mib) if args.quick
-                  else dataset.Params(big_mib=args.big_mib))
+        params = (
+            dataset.Params(files=500, dirs=60, big_mib=args.big_mib)
+            if args.quick
+            else dataset.Params(big_mib=args.big_mib)
+        )
         ds = dataset.ensure(workdir, params, log)
         remove_leftovers(ds)
         manifest = ds.manifest()
-        run["dataset"] = {"path": str(ds.root), "files": params.files, "dirs": manifest["dirs"],
-                          "max_depth": manifest["max_depth"],
-                          "tree_mib": manifest["tree_bytes"] / (1 << 20),
-                          "big_mib": params.big_mib, "py_import": manifest["py_import"],
-                          "py_packages": manifest["py_packages"]}
+        run["dataset"] = {
+            "path": str(ds.root),
+            "files": params.files,
+            "dirs": manifest["dirs"],
+            "max_depth": manifest["max_depth"],
+            "tree_mib": manifest["tree_bytes"] / (1 << 20),
+            "big_mib": params.big_mib,
+            "py_import": manifest["py_import"],
+            "py_packages": manifest["py_packages"],
+        }
         peers = start_peers(args, ds.root, workdir, registry, run)
         if args.load == "busy":
             start_spinners(registry, run)
@@ -253,8 +326,11 @@ def start_peers(args, src, workdir, registry, run) -> list:
         lacking = p.missing()
         if lacking:
             what = ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in lacking.items())
-            status.update(status="unavailable", label="not installed",
-                          reason=f"missing {what}; pass --install to install")
+            status.update(
+                status="unavailable",
+                label="not installed",
+                reason=f"missing {what}; pass --install to install",
+            )
         else:
             try:
                 p.start()
@@ -278,6 +354,7 @@ def start_spinners(registry: Registry, run: dict) -> None:
             proc.kill()
             proc.wait()
             registry.reaped(proc)
+
         registry.push("cpu spinner", stop)
     run["load"]["spinners"] = n
     log(f"load busy: {n} CPU spinners at nice 19")
@@ -295,18 +372,28 @@ def measure(workloads: list[Workload], peers: list, ds, workdir, args, run) -> N
         log(f"column {peer.name} failed: {why}")
 
     for w in workloads:
-        rec = {"key": w.key, "group": w.group, "title": w.title, "short": w.short, "cold": w.cold,
-               "unit": "MB/s" if w.nbytes else "s", "bytes": w.nbytes(ds) if w.nbytes else None,
-               "skip": w.skip, "loadavg_start": loadavg(), "pressure_start": pressure(),
-               "columns": {}}
+        rec = {
+            "key": w.key,
+            "group": w.group,
+            "title": w.title,
+            "short": w.short,
+            "cold": w.cold,
+            "unit": "MB/s" if w.nbytes else "s",
+            "bytes": w.nbytes(ds) if w.nbytes else None,
+            "skip": w.skip,
+            "loadavg_start": loadavg(),
+            "pressure_start": pressure(),
+            "columns": {},
+        }
         run["workloads"].append(rec)
         if w.skip:
             log(f"{w.key} skipped: {w.skip}")
             continue
         log(f"{w.key} {w.title}")
         ctxs = {p.name: Ctx(p, ds, workdir) for p in active}
-        cells = {p.name: rec["columns"].setdefault(p.name, {"times": [], "errors": []})
-                 for p in active}
+        cells = {
+            p.name: rec["columns"].setdefault(p.name, {"times": [], "errors": []}) for p in active
+        }
         runners = []
         for p in list(active):
             ctx, cell = ctxs[p.name], cells[p.name]
@@ -338,8 +425,7 @@ def measure(workloads: list[Workload], peers: list, ds, workdir, args, run) -> N
                 except (RunFailed, OSError, subprocess.SubprocessError) as exc:
                     cell["errors"].append(f"run {rep + 1}: {exc}")
                     log(f"  {p.name} run {rep + 1}: FAILED {exc}")
-                    problem = p.alive() or (str(exc) if getattr(exc, "timed_out", False)
-                                            else None)
+                    problem = p.alive() or (str(exc) if getattr(exc, "timed_out", False) else None)
                     if problem:
                         drop(p, cell, problem)
                     continue
@@ -385,10 +471,12 @@ def run_once(w: Workload, p, ctx: Ctx, cell: dict, args, workdir: pathlib.Path) 
 
 def print_results(run: dict) -> None:
     print()
-    print(f"bridgefs benchmark, load mode {run['load']['mode']} "
-          f"({run['load'].get('spinners', 0)} spinners), {run['machine']['nproc']} cores, "
-          f"kernel {run['machine']['kernel']}, {run['options']['repeat']} repetitions"
-          + (f", INCOMPLETE ({run['interrupted']})" if run.get("interrupted") else ""))
+    print(
+        f"bridgefs benchmark, load mode {run['load']['mode']} "
+        f"({run['load'].get('spinners', 0)} spinners), {run['machine']['nproc']} cores, "
+        f"kernel {run['machine']['kernel']}, {run['options']['repeat']} repetitions"
+        + (f", INCOMPLETE ({run['interrupted']})" if run.get("interrupted") else "")
+    )
     print(report.table(run))
     for note in report.column_notes(run) + run["notes"]:
         print(f"  note: {note}")
@@ -411,8 +499,10 @@ def report_only(args) -> int:
         print(f"\nchart: {png}")
     if args.update_md:
         if run.get("interrupted") or run["options"].get("quick"):
-            print("an interrupted or --quick run is no reference: BENCHMARKS.md left alone",
-                  file=sys.stderr)
+            print(
+                "an interrupted or --quick run is no reference: BENCHMARKS.md left alone",
+                file=sys.stderr,
+            )
             return 2
         report.update_md(run, REPO / "BENCHMARKS.md", png)
         print(f"updated: {REPO / 'BENCHMARKS.md'} (section {run['load']['mode']})")
@@ -435,8 +525,10 @@ def write_results(run: dict, args) -> int:
     report.write_json(run, json_path)
     print(f"\nresults: {json_path}" + (f"\nchart:   {png_path}" if png_path else ""))
     if run["interrupted"]:
-        print(f"not a complete run ({run['interrupted']}): latest-{tag}.* and BENCHMARKS.md "
-              f"left alone")
+        print(
+            f"not a complete run ({run['interrupted']}): latest-{tag}.* and BENCHMARKS.md "
+            f"left alone"
+        )
         return 1
     shutil.copyfile(json_path, out / f"latest-{tag}.json")
     if png_path:

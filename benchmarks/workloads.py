@@ -79,17 +79,29 @@ class Workload:
 
 # --- running ---------------------------------------------------------------------------------
 
+
 def base_env() -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LC_ALL": "C",
+    }
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: pathlib.Path,
-          timeout: float = RUN_TIMEOUT) -> float:
+def timed(
+    cmd: list[str], env: dict[str, str], cwd: pathlib.Path, timeout: float = RUN_TIMEOUT
+) -> float:
     """Seconds the subprocess took; RunFailed if it failed or ran past ``timeout``."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env, cwd=cwd, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -111,8 +123,9 @@ def timed(cmd: list[str], env: dict[str, str], cwd: pathlib.Path,
 
 def run_untimed(cmd: list[str], env: dict[str, str], cwd: pathlib.Path) -> str:
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd,
-                           timeout=RUN_TIMEOUT)
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=RUN_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         raise RunFailed(f"{cmd[0]} timed out after {RUN_TIMEOUT:.0f} s", timed_out=True) from None
     if r.returncode:
@@ -129,13 +142,19 @@ def drop_caches() -> None:
 
 # --- the workloads ---------------------------------------------------------------------------
 
+
 def _find(ctx: Ctx) -> list[str]:
     return ["find", ctx.path(Dataset.tree), "-printf", "%s\n"]
 
 
 def _read_all(ctx: Ctx) -> list[str]:
-    return ["sh", "-c", 'find "$1" -type f -print0 | xargs -0 cat > /dev/null', "sh",
-            ctx.path(Dataset.tree)]
+    return [
+        "sh",
+        "-c",
+        'find "$1" -type f -print0 | xargs -0 cat > /dev/null',
+        "sh",
+        ctx.path(Dataset.tree),
+    ]
 
 
 def _tools(*names: str) -> Callable[[Ctx], list[list[str]]]:
@@ -150,8 +169,11 @@ def _index(ctx: Ctx) -> str:
 
 
 def _git_env(ctx: Ctx) -> dict[str, str]:
-    return {"GIT_INDEX_FILE": ctx.path(f"{Dataset.repo}/.git/{_index(ctx)}"),
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    return {
+        "GIT_INDEX_FILE": ctx.path(f"{Dataset.repo}/.git/{_index(ctx)}"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+    }
 
 
 def _git_status(ctx: Ctx, *extra: str) -> list[str]:
@@ -164,8 +186,7 @@ def _git_prepare(ctx: Ctx) -> None:
     shutil.copy2(git_dir / "index", git_dir / _index(ctx))
     # This first status refreshes the stat data in the copy for this column; a tree that is not
     # clean through the mount is a filesystem bug worth stopping for.
-    out = run_untimed(_git_status(ctx, "--porcelain"), {**base_env(), **_git_env(ctx)},
-                      ctx.workdir)
+    out = run_untimed(_git_status(ctx, "--porcelain"), {**base_env(), **_git_env(ctx)}, ctx.workdir)
     if out.strip():
         raise RunFailed(f"git status through {ctx.col} is not clean: {out.strip()[:200]}")
 
@@ -183,8 +204,15 @@ def _w6_name(ctx: Ctx) -> str:
 
 
 def _dd_write(ctx: Ctx) -> list[str]:
-    return ["dd", "if=/dev/zero", f"of={ctx.path(_w6_name(ctx))}", "bs=1M",
-            f"count={ctx.ds.params.big_mib}", "conv=fsync", "status=none"]
+    return [
+        "dd",
+        "if=/dev/zero",
+        f"of={ctx.path(_w6_name(ctx))}",
+        "bs=1M",
+        f"count={ctx.ds.params.big_mib}",
+        "conv=fsync",
+        "status=none",
+    ]
 
 
 def _settle(ctx: Ctx) -> None:
@@ -210,8 +238,14 @@ def _w7_dir(ctx: Ctx) -> str:
 
 
 def _create_remove(ctx: Ctx) -> list[str]:
-    return ["sh", "-c", '"$0" -I -S -c "$1" "$2" 2000 1024 && rm -rf "$2"', PY, _CREATE,
-            ctx.path(_w7_dir(ctx))]
+    return [
+        "sh",
+        "-c",
+        '"$0" -I -S -c "$1" "$2" 2000 1024 && rm -rf "$2"',
+        PY,
+        _CREATE,
+        ctx.path(_w7_dir(ctx)),
+    ]
 
 
 def _w7_clean(ctx: Ctx) -> None:
@@ -237,22 +271,36 @@ def _import_prewarm(ctx: Ctx) -> list[list[str]]:
     """Import the standard library modules the package needs, without the share on sys.path."""
     if not _stdlib_modules:
         pylib = str(ctx.native(Dataset.pylib))
-        code = (f"import sys; sys.path.insert(0, {pylib!r}); import {PY_IMPORT}\n"
-                f"print('\\n'.join(m for m, v in sys.modules.items()"
-                f" if not (getattr(v, '__file__', None) or '').startswith({pylib!r})))")
-        _stdlib_modules.extend(run_untimed([PY, "-I", "-S", "-B", "-c", code], base_env(),
-                                           ctx.workdir).split())
-    code = (f"import importlib\nfor m in {_stdlib_modules!r}:\n"
-            "    try: importlib.import_module(m)\n    except Exception: pass")
+        code = (
+            f"import sys; sys.path.insert(0, {pylib!r}); import {PY_IMPORT}\n"
+            f"print('\\n'.join(m for m, v in sys.modules.items()"
+            f" if not (getattr(v, '__file__', None) or '').startswith({pylib!r})))"
+        )
+        _stdlib_modules.extend(
+            run_untimed([PY, "-I", "-S", "-B", "-c", code], base_env(), ctx.workdir).split()
+        )
+    code = (
+        f"import importlib\nfor m in {_stdlib_modules!r}:\n"
+        "    try: importlib.import_module(m)\n    except Exception: pass"
+    )
     return [[PY, "-I", "-S", "-B", "-c", code]]
 
 
 def _import_prepare(ctx: Ctx) -> None:
     # The copy on the share must be what gets imported, not the venv's.
-    out = run_untimed([PY, "-I", "-S", "-B", "-c",
-                       f"import sys; sys.path.insert(0, {ctx.path(Dataset.pylib)!r}); "
-                       f"import {PY_IMPORT}; print({PY_IMPORT}.__file__)"],
-                      base_env(), ctx.workdir)
+    out = run_untimed(
+        [
+            PY,
+            "-I",
+            "-S",
+            "-B",
+            "-c",
+            f"import sys; sys.path.insert(0, {ctx.path(Dataset.pylib)!r}); "
+            f"import {PY_IMPORT}; print({PY_IMPORT}.__file__)",
+        ],
+        base_env(),
+        ctx.workdir,
+    )
     if not out.strip().startswith(ctx.path(Dataset.pylib)):
         raise RunFailed(f"{PY_IMPORT} was imported from {out.strip()}, not from the share")
 
@@ -290,31 +338,111 @@ W10_NOTE = "measured by `python -m benchmarks.latency` (p50/p99 over 200 changes
 
 
 WORKLOADS: list[Workload] = [
-    Workload("W1", "W1", "metadata walk, cold (find -printf %s)", "walk cold", True, _find,
-             prewarm=_tools("find")),
+    Workload(
+        "W1",
+        "W1",
+        "metadata walk, cold (find -printf %s)",
+        "walk cold",
+        True,
+        _find,
+        prewarm=_tools("find"),
+    ),
     Workload("W2", "W2", "metadata walk, warm", "walk warm", False, _find, prime=True),
-    Workload("W3", "W3", "git status, warm", "git status", False, lambda ctx: _git_status(ctx),
-             env=_git_env, prime=True, prepare=_git_prepare, finish=_git_finish),
-    Workload("W4c", "W4", "read every small file, cold (find, xargs cat)", "read cold", True,
-             _read_all, prewarm=_tools("find", "xargs", "cat")),
-    Workload("W4w", "W4", "read every small file, warm", "read warm", False, _read_all,
-             prime=True),
-    Workload("W5c", "W5", "sequential read of the big file, cold (dd bs=1M)", "big read cold",
-             True, _dd_read, prewarm=_tools("dd"), nbytes=_big_bytes),
-    Workload("W5w", "W5", "sequential read of the big file, warm", "big read warm", False,
-             _dd_read, prime=True, nbytes=_big_bytes),
-    Workload("W6", "W6", "sequential write + fsync (dd conv=fsync)", "big write", False,
-             _dd_write, before=_settle, after=_w6_after, nbytes=_write_bytes),
-    Workload("W7", "W7", "create 2,000 files of 1 KiB, then rm -rf", "create + rm", False,
-             _create_remove, before=_w7_before, after=_w7_clean),
-    Workload("W8c", "W8", f"python import {PY_IMPORT} from the share, cold", "import cold", True,
-             _import, prepare=_import_prepare, prewarm=_import_prewarm),
-    Workload("W8w", "W8", f"python import {PY_IMPORT} from the share, warm", "import warm",
-             False, _import, prime=True, prepare=_import_prepare),
-    Workload("W9", "W9", "stat 10,000 missing names, warm (autoloader probes)", "missing names",
-             False, _probe, prime=True),
-    Workload("W10", "W10", "host change -> event latency", "events", False, lambda ctx: [],
-             skip=W10_NOTE),
+    Workload(
+        "W3",
+        "W3",
+        "git status, warm",
+        "git status",
+        False,
+        lambda ctx: _git_status(ctx),
+        env=_git_env,
+        prime=True,
+        prepare=_git_prepare,
+        finish=_git_finish,
+    ),
+    Workload(
+        "W4c",
+        "W4",
+        "read every small file, cold (find, xargs cat)",
+        "read cold",
+        True,
+        _read_all,
+        prewarm=_tools("find", "xargs", "cat"),
+    ),
+    Workload("W4w", "W4", "read every small file, warm", "read warm", False, _read_all, prime=True),
+    Workload(
+        "W5c",
+        "W5",
+        "sequential read of the big file, cold (dd bs=1M)",
+        "big read cold",
+        True,
+        _dd_read,
+        prewarm=_tools("dd"),
+        nbytes=_big_bytes,
+    ),
+    Workload(
+        "W5w",
+        "W5",
+        "sequential read of the big file, warm",
+        "big read warm",
+        False,
+        _dd_read,
+        prime=True,
+        nbytes=_big_bytes,
+    ),
+    Workload(
+        "W6",
+        "W6",
+        "sequential write + fsync (dd conv=fsync)",
+        "big write",
+        False,
+        _dd_write,
+        before=_settle,
+        after=_w6_after,
+        nbytes=_write_bytes,
+    ),
+    Workload(
+        "W7",
+        "W7",
+        "create 2,000 files of 1 KiB, then rm -rf",
+        "create + rm",
+        False,
+        _create_remove,
+        before=_w7_before,
+        after=_w7_clean,
+    ),
+    Workload(
+        "W8c",
+        "W8",
+        f"python import {PY_IMPORT} from the share, cold",
+        "import cold",
+        True,
+        _import,
+        prepare=_import_prepare,
+        prewarm=_import_prewarm,
+    ),
+    Workload(
+        "W8w",
+        "W8",
+        f"python import {PY_IMPORT} from the share, warm",
+        "import warm",
+        False,
+        _import,
+        prime=True,
+        prepare=_import_prepare,
+    ),
+    Workload(
+        "W9",
+        "W9",
+        "stat 10,000 missing names, warm (autoloader probes)",
+        "missing names",
+        False,
+        _probe,
+        prime=True,
+    ),
+    Workload(
+        "W10", "W10", "host change -> event latency", "events", False, lambda ctx: [], skip=W10_NOTE
+    ),
 ]
 
 
@@ -336,6 +464,8 @@ def select(only: str | None) -> list[Workload]:
     known = {w.key.upper() for w in WORKLOADS} | {w.group.upper() for w in WORKLOADS}
     unknown = wanted - known
     if unknown:
-        raise SystemExit(f"unknown workload(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(w.key for w in WORKLOADS)}")
+        raise SystemExit(
+            f"unknown workload(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(w.key for w in WORKLOADS)}"
+        )
     return [w for w in WORKLOADS if w.key.upper() in wanted or w.group.upper() in wanted]

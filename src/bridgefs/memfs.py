@@ -88,7 +88,7 @@ class Content:
                 base = index * self.CHUNK
                 lo, hi = max(offset, base), min(end, base + len(chunk))
                 if lo < hi:
-                    out[lo - offset:hi - offset] = chunk[lo - base:hi - base]
+                    out[lo - offset : hi - offset] = chunk[lo - base : hi - base]
         return bytes(out)
 
     def write(self, offset: int, data: bytes) -> None:
@@ -100,7 +100,7 @@ class Content:
             chunk = self._chunks.setdefault(index, bytearray())
             if len(chunk) < within:
                 chunk.extend(bytes(within - len(chunk)))
-            chunk[within:within + n] = view[done:done + n]
+            chunk[within : within + n] = view[done : done + n]
             done += n
         self.size = max(self.size, offset + len(view))
 
@@ -115,7 +115,7 @@ class Content:
             if lo == base and hi == base + len(chunk):
                 del self._chunks[index]
             else:
-                chunk[lo - base:hi - base] = bytes(hi - lo)
+                chunk[lo - base : hi - base] = bytes(hi - lo)
 
     def truncate(self, size: int) -> None:
         # Dropping the bytes past the new end is what makes a later extension read zeros.
@@ -124,7 +124,7 @@ class Content:
             if base >= size:
                 del self._chunks[index]
             elif base + len(chunk) > size:
-                del chunk[size - base:]
+                del chunk[size - base :]
         self.size = size
 
 
@@ -165,9 +165,18 @@ class Node:
     def attr(self) -> Attr:
         size = self.size
         return Attr(
-            ino=self.ino, mode=self.mode, nlink=self.nlink, uid=self.uid, gid=self.gid,
-            rdev=self.rdev, size=size, blocks=-(-size // 512), atime_ns=self.atime,
-            mtime_ns=self.mtime, ctime_ns=self.ctime, blksize=BLOCK_SIZE,
+            ino=self.ino,
+            mode=self.mode,
+            nlink=self.nlink,
+            uid=self.uid,
+            gid=self.gid,
+            rdev=self.rdev,
+            size=size,
+            blocks=-(-size // 512),
+            atime_ns=self.atime,
+            mtime_ns=self.mtime,
+            ctime_ns=self.ctime,
+            blksize=BLOCK_SIZE,
         )
 
     def modified(self, now: int) -> None:
@@ -184,8 +193,14 @@ XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.")
 
 
 class MemFS(FileSystem):
-    def __init__(self, entry_timeout: float = 1.0, attr_timeout: float = 1.0,
-                 negative_timeout: float = 0.0, keep_cache: bool = False, cache_dir: bool = False):
+    def __init__(
+        self,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 0.0,
+        keep_cache: bool = False,
+        cache_dir: bool = False,
+    ):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
@@ -196,8 +211,19 @@ class MemFS(FileSystem):
         self._next_fh = itertools.count(1)
         self._handles: dict[int, Node] = {}
         now = time.time_ns()
-        root = Node(ROOT_ID, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), nlink=2, atime=now,
-                    mtime=now, ctime=now, entries={}, parent=ROOT_ID, known=True)
+        root = Node(
+            ROOT_ID,
+            stat.S_IFDIR | 0o755,
+            os.getuid(),
+            os.getgid(),
+            nlink=2,
+            atime=now,
+            mtime=now,
+            ctime=now,
+            entries={},
+            parent=ROOT_ID,
+            known=True,
+        )
         self._nodes: dict[int, Node] = {ROOT_ID: root}
 
     def node_count(self) -> int:
@@ -252,8 +278,9 @@ class MemFS(FileSystem):
             gid = parent.gid
             if stat.S_ISDIR(mode):
                 mode |= stat.S_ISGID
-        node = Node(next(self._next_ino), mode, ctx.uid, gid, atime=now, mtime=now, ctime=now,
-                    **fields)
+        node = Node(
+            next(self._next_ino), mode, ctx.uid, gid, atime=now, mtime=now, ctime=now, **fields
+        )
         if node.is_dir:
             node.nlink, node.entries, node.parent = 2, {}, parent.ino
             parent.nlink += 1
@@ -334,8 +361,9 @@ class MemFS(FileSystem):
             return Entry(ino=0, attr=None, entry_timeout=self.negative_timeout)
         raise FsError(errno.ENOENT)
 
-    def mknod(self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int,
-              umask: int) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         _check_name(name)
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == stat.S_IFDIR:
@@ -345,8 +373,9 @@ class MemFS(FileSystem):
         # Only device nodes carry a device number (init_special_inode() ignores it otherwise).
         rdev = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
         with self._lock:
-            return self._make(ctx, self._live_dir(parent), name, kind | stat.S_IMODE(mode),
-                              rdev=rdev)
+            return self._make(
+                ctx, self._live_dir(parent), name, kind | stat.S_IMODE(mode), rdev=rdev
+            )
 
     def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
         _check_name(name)
@@ -356,8 +385,9 @@ class MemFS(FileSystem):
     def symlink(self, ctx: Context, parent: int, name: bytes, target: bytes) -> Entry:
         _check_name(name)
         with self._lock:
-            return self._make(ctx, self._live_dir(parent), name, stat.S_IFLNK | 0o777,
-                              target=bytes(target))
+            return self._make(
+                ctx, self._live_dir(parent), name, stat.S_IFLNK | 0o777, target=bytes(target)
+            )
 
     def link(self, ctx: Context, ino: int, new_parent: int, new_name: bytes) -> Entry:
         _check_name(new_name)
@@ -401,8 +431,9 @@ class MemFS(FileSystem):
             d.modified(now)
             self._drop_link(node, d, now)
 
-    def rename(self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         # The checks come in the order do_renameat2() and vfs_rename() make them.
         both = RENAME_NOREPLACE | RENAME_EXCHANGE
         if flags & ~both or flags == both:
@@ -514,9 +545,16 @@ class MemFS(FileSystem):
             stored = sum(n.content.stored() for n in self._nodes.values() if n.content is not None)
             files = len(self._nodes)
         used = -(-stored // BLOCK_SIZE)
-        return StatFs(blocks=used + FREE_BLOCKS, bfree=FREE_BLOCKS, bavail=FREE_BLOCKS,
-                      files=files + FREE_FILES, ffree=FREE_FILES, bsize=BLOCK_SIZE,
-                      namelen=NAME_MAX, frsize=BLOCK_SIZE)
+        return StatFs(
+            blocks=used + FREE_BLOCKS,
+            bfree=FREE_BLOCKS,
+            bavail=FREE_BLOCKS,
+            files=files + FREE_FILES,
+            ffree=FREE_FILES,
+            bsize=BLOCK_SIZE,
+            namelen=NAME_MAX,
+            frsize=BLOCK_SIZE,
+        )
 
     # --- extended attributes ---------------------------------------------------------------------
     def setxattr(self, ctx: Context, ino: int, name: bytes, value: bytes, flags: int) -> None:
@@ -566,8 +604,9 @@ class MemFS(FileSystem):
                 raise FsError(errno.EISDIR)
             return self._opened_file(node, flags)
 
-    def create(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int,
-               flags: int) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         _check_name(name)
         with self._lock:
             d = self._live_dir(parent)
@@ -616,8 +655,9 @@ class MemFS(FileSystem):
         with self._lock:
             self._handle(fh, ino)
 
-    def fallocate(self, ctx: Context, ino: int, fh: int, offset: int, length: int,
-                  mode: int) -> None:
+    def fallocate(
+        self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int
+    ) -> None:
         with self._lock:
             node = self._file(fh, ino)
             if offset < 0 or length <= 0:
@@ -643,8 +683,18 @@ class MemFS(FileSystem):
             raise FsError(errno.ENXIO)
         return offset if whence == SEEK_DATA else size
 
-    def copy_file_range(self, ctx: Context, ino_in: int, fh_in: int, off_in: int, ino_out: int,
-                        fh_out: int, off_out: int, length: int, flags: int) -> int:
+    def copy_file_range(
+        self,
+        ctx: Context,
+        ino_in: int,
+        fh_in: int,
+        off_in: int,
+        ino_out: int,
+        fh_out: int,
+        off_out: int,
+        length: int,
+        flags: int,
+    ) -> int:
         if flags:
             raise FsError(errno.EINVAL)
         with self._lock:
@@ -671,8 +721,9 @@ class MemFS(FileSystem):
             opened = Opened(cache_dir=self.cache_dir, keep_cache=self.cache_dir)
             return self._open(self._dir(ino), opened)
 
-    def readdir(self, ctx: Context, ino: int, fh: int, offset: int,
-                plus: bool) -> Iterator[DirEntry]:
+    def readdir(
+        self, ctx: Context, ino: int, fh: int, offset: int, plus: bool
+    ) -> Iterator[DirEntry]:
         with self._lock:
             d = self._handle(fh, ino)
             if not d.is_dir:
@@ -682,12 +733,16 @@ class MemFS(FileSystem):
                 return iter(())  # a removed directory lists nothing, not even "." and ".."
             records = [(b".", d.ino, DOT_COOKIE), (b"..", d.parent, DOTDOT_COOKIE)]
             records += [(name, child, cookie) for name, (child, cookie) in d.entries.items()]
-            snapshot = [(name, child, stat.S_IFMT(self._nodes[child].mode) >> 12, cookie)
-                        for name, child, cookie in records if cookie > offset]
+            snapshot = [
+                (name, child, stat.S_IFMT(self._nodes[child].mode) >> 12, cookie)
+                for name, child, cookie in records
+                if cookie > offset
+            ]
         return self._records(snapshot, plus)
 
-    def _records(self, snapshot: list[tuple[bytes, int, int, int]],
-                 plus: bool) -> Iterator[DirEntry]:
+    def _records(
+        self, snapshot: list[tuple[bytes, int, int, int]], plus: bool
+    ) -> Iterator[DirEntry]:
         # The lock is not held across a yield: the session may pause or drop this iterator.
         for name, ino, dtype, cookie in snapshot:
             entry = None

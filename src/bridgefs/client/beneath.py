@@ -29,11 +29,15 @@ def open_dir_beneath(root_fd: int, components: list[bytes]) -> int:
     if not components:
         return os.dup(root_fd)
     path = b"/".join(components)
-    how = _HOW.pack(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)
+    how = _HOW.pack(
+        os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+        0,
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV,
+    )
     buf = ctypes.create_string_buffer(how, len(how))
-    fd: int = _libc.syscall(SYS_OPENAT2, root_fd, ctypes.c_char_p(path), buf,
-                            ctypes.c_size_t(len(how)))
+    fd: int = _libc.syscall(
+        SYS_OPENAT2, root_fd, ctypes.c_char_p(path), buf, ctypes.c_size_t(len(how))
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(path))

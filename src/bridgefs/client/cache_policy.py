@@ -21,8 +21,9 @@ class CacheMode:
     cache_listings: bool  # FOPEN_CACHE_DIR + KEEP_CACHE on opendir
 
 
-def short_mode(entry_timeout: float = 1.0, attr_timeout: float = 1.0,
-               negative_timeout: float = 0.0) -> CacheMode:
+def short_mode(
+    entry_timeout: float = 1.0, attr_timeout: float = 1.0, negative_timeout: float = 0.0
+) -> CacheMode:
     return CacheMode("short", entry_timeout, attr_timeout, negative_timeout, False, False)
 
 
@@ -35,8 +36,13 @@ class CachePolicy:
     stream says it flows, short again when it breaks.  A swap is one reference assignment, so
     readers need no lock; what the old mode let the kernel keep is dropped by whoever swaps."""
 
-    def __init__(self, entry_timeout: float = 1.0, attr_timeout: float = 1.0,
-                 negative_timeout: float = 0.0, long_timeout: float = 3600.0):
+    def __init__(
+        self,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 0.0,
+        long_timeout: float = 3600.0,
+    ):
         self.short = short_mode(entry_timeout, attr_timeout, negative_timeout)
         self.long = long_mode(long_timeout)
         self.mode = self.short

@@ -18,7 +18,8 @@ from __future__ import annotations
 import errno
 import inspect
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from bridgefs.client.attrs import AttrCache
 from bridgefs.client.cache_policy import CachePolicy
@@ -30,7 +31,16 @@ from bridgefs.client.own_dirs import OwnDirs
 from bridgefs.client.read_ahead import ReadAhead
 from bridgefs.client.replay import is_fake
 from bridgefs.fuse.filesystem import (
-    Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr, StatFs,
+    Attr,
+    AttrReply,
+    Context,
+    DirEntry,
+    Entry,
+    FileSystem,
+    FsError,
+    Opened,
+    SetAttr,
+    StatFs,
 )
 
 ATTRS = 1  # the node's attributes
@@ -48,8 +58,15 @@ STATFS_TTL = 10.0
 
 
 class CachingLayer(Layer):
-    def __init__(self, inner: FileSystem, policy: CachePolicy, names: NameTable,
-                 listings: Listings, read_ahead: ReadAhead, attrs: AttrCache):
+    def __init__(
+        self,
+        inner: FileSystem,
+        policy: CachePolicy,
+        names: NameTable,
+        listings: Listings,
+        read_ahead: ReadAhead,
+        attrs: AttrCache,
+    ):
         super().__init__(inner)
         self.policy = policy
         self.names = names  # read only: which node a name stands for
@@ -59,7 +76,7 @@ class CachingLayer(Layer):
         self.own_dirs = OwnDirs()
         self._statfs: tuple[float, StatFs] | None = None
 
-    # --- what the invalidator drops -------------------------------------------------------------
+    # --- what the invalidator drops ---------------------------------------------------------------
     def drop_node(self, ino: int) -> None:
         self.attrs.invalidate(ino)
         self.read_ahead.forget(ino)
@@ -109,7 +126,7 @@ class CachingLayer(Layer):
         self.own_dirs.added(parent, name)
         return self._keep_entry(entry)  # (the parent's attributes: dir_changed)
 
-    # --- names --------------------------------------------------------------------------------------
+    # --- names ------------------------------------------------------------------------------------
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
         if self.policy.mode.cache_listings:
             if self.own_dirs.absent(parent, name):
@@ -120,8 +137,9 @@ class CachingLayer(Layer):
         since = self.attrs.generation
         return self._keep_entry(self.inner.lookup(ctx, parent, name), since)
 
-    def mknod(self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int,
-              umask: int) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         return self._created(parent, name, self.inner.mknod(ctx, parent, name, mode, rdev, umask))
 
     def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
@@ -135,11 +153,11 @@ class CachingLayer(Layer):
 
     def link(self, ctx: Context, ino: int, new_parent: int, new_name: bytes) -> Entry:
         self.attrs.drop(ino)  # its link count
-        return self._created(new_parent, new_name,
-                             self.inner.link(ctx, ino, new_parent, new_name))
+        return self._created(new_parent, new_name, self.inner.link(ctx, ino, new_parent, new_name))
 
-    def create(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int,
-               flags: int) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         entry, opened = self.inner.create(ctx, parent, name, mode, umask, flags)
         return self._created(parent, name, entry), opened
 
@@ -155,8 +173,9 @@ class CachingLayer(Layer):
         self.own_dirs.drop(gone)
         self.attrs.drop(gone)
 
-    def rename(self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         moved = self.names.lookup(parent, name) or 0
         replaced = self.names.lookup(new_parent, new_name) or 0
         self.inner.rename(ctx, parent, name, new_parent, new_name, flags)
@@ -173,7 +192,7 @@ class CachingLayer(Layer):
         self.own_dirs.drop(ino)
         self.inner.forget(ino, nlookup)
 
-    # --- attributes ---------------------------------------------------------------------------------
+    # --- attributes -------------------------------------------------------------------------------
     def getattr(self, ctx: Context, ino: int, fh: int | None) -> AttrReply:
         if self.policy.mode.trust_pages:
             attr = self.attrs.get(ino)
@@ -215,7 +234,7 @@ class CachingLayer(Layer):
                 self.attrs.set_no_caps(ino, True)
             raise
 
-    # --- contents and listings ----------------------------------------------------------------------
+    # --- contents and listings --------------------------------------------------------------------
     def read(self, ctx: Context, ino: int, fh: int, offset: int, size: int) -> bytes:
         if not fh and self.policy.mode.trust_pages:
             data = self.read_ahead.read(ino, self.attrs.get(ino), offset, size)
@@ -223,12 +242,12 @@ class CachingLayer(Layer):
                 return data
         return self.inner.read(ctx, ino, fh, offset, size)
 
-    def readdir(self, ctx: Context, ino: int, fh: int, offset: int,
-                plus: bool) -> Iterable[DirEntry]:
+    def readdir(
+        self, ctx: Context, ino: int, fh: int, offset: int, plus: bool
+    ) -> Iterable[DirEntry]:
         return self._remembered(ino, offset, self.inner.readdir(ctx, ino, fh, offset, plus))
 
-    def _remembered(self, ino: int, offset: int,
-                    records: Iterable[DirEntry]) -> Iterator[DirEntry]:
+    def _remembered(self, ino: int, offset: int, records: Iterable[DirEntry]) -> Iterator[DirEntry]:
         small_files = self.read_ahead.listing(ino, restart=offset == 0)
         since = self.attrs.generation
         for record in records:
@@ -252,6 +271,7 @@ def _dropping(name: str, changes: tuple[tuple[str, int], ...]) -> Callable[..., 
             if what & XATTRS:
                 self.attrs.set_no_caps(ino, False)
         return getattr(self.inner, name)(*args)
+
     operation.__name__ = operation.__qualname__ = name
     operation.__doc__ = f"{name}, after dropping what it changes ({changes})."
     return operation

@@ -42,8 +42,13 @@ class ChangeStream:
     def __init__(self, fs: Follower):
         self.fs = fs
         self.flowing = False
-        self.counts = {"received": 0, "replayed": 0, "not_replayed": 0, "overflows": 0,
-                       "reconnects": 0}
+        self.counts = {
+            "received": 0,
+            "replayed": 0,
+            "not_replayed": 0,
+            "overflows": 0,
+            "reconnects": 0,
+        }
         self._stop = threading.Event()
         self._call: Any = None
         self._thread = threading.Thread(target=self._run, name="bridgefs-changes", daemon=True)
@@ -68,8 +73,9 @@ class ChangeStream:
                     change = change_of(message)
                     if change.errno:
                         if change.errno != errno.ESTALE:
-                            log.warning("the server refused the change stream: errno %d",
-                                        change.errno)
+                            log.warning(
+                                "the server refused the change stream: errno %d", change.errno
+                            )
                         break
                     if change.kind == Kind.WATCHING:
                         self._up()
@@ -78,7 +84,9 @@ class ChangeStream:
                         self._apply(change)
             except grpc.RpcError as exc:
                 if not self._stop.is_set():
-                    log.warning("change stream broke: %s", exc.code() if hasattr(exc, "code") else exc)
+                    log.warning(
+                        "change stream broke: %s", exc.code() if hasattr(exc, "code") else exc
+                    )
             except Exception:  # a bug here must not leave long caches on without events
                 log.exception("change stream failed")
             self._down()

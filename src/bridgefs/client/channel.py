@@ -77,7 +77,7 @@ class Connection:
         if self._dir is not None:
             self._dir.cleanup()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:

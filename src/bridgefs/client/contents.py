@@ -15,7 +15,8 @@ import queue
 import stat
 import threading
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
+
 from bridgefs.fuse.filesystem import Attr
 
 SMALL_FILE = 256 << 10  # files up to this size are fetched ahead
@@ -72,7 +73,7 @@ class FilesAhead:
             return []
         at = siblings.index(ino)
         picks, total = [ino], listed[ino].size
-        for other in siblings[at + 1:] + siblings[:at]:
+        for other in siblings[at + 1 :] + siblings[:at]:
             if other in paged or other in kept:
                 continue
             attr = listed[other]
@@ -105,7 +106,7 @@ class FilesAhead:
             if stale or offset + size >= len(kept[1]):
                 del self._kept[ino]
                 self._bytes -= len(kept[1])
-        return None if stale else kept[1][offset:offset + size]
+        return None if stale else kept[1][offset : offset + size]
 
     def stored(self, ino: int) -> None:
         """The content went into the kernel's page cache: nothing to keep for a READ."""
@@ -142,7 +143,9 @@ class Pusher:
 
     def __init__(self, push: Callable[[int, Attr, bytes], None], backlog: int = 64):
         self._push = push
-        self._queue: queue.Queue[list[tuple[int, Attr, bytes]] | None] = queue.Queue(maxsize=backlog)
+        self._queue: queue.Queue[list[tuple[int, Attr, bytes]] | None] = queue.Queue(
+            maxsize=backlog
+        )
         self._thread = threading.Thread(target=self._run, name="bridgefs-pages", daemon=True)
         self._thread.start()
 

@@ -20,16 +20,33 @@ class Owner:
 
 
 def attr_of(a: Any, owner: Owner) -> Attr:
-    return Attr(ino=a.ino, mode=a.mode, nlink=a.nlink,
-                uid=a.uid if owner.uid is None else owner.uid,
-                gid=a.gid if owner.gid is None else owner.gid,
-                rdev=a.rdev, size=a.size, blocks=a.blocks, atime_ns=a.atime_ns,
-                mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns, blksize=a.blksize or 4096)
+    return Attr(
+        ino=a.ino,
+        mode=a.mode,
+        nlink=a.nlink,
+        uid=a.uid if owner.uid is None else owner.uid,
+        gid=a.gid if owner.gid is None else owner.gid,
+        rdev=a.rdev,
+        size=a.size,
+        blocks=a.blocks,
+        atime_ns=a.atime_ns,
+        mtime_ns=a.mtime_ns,
+        ctime_ns=a.ctime_ns,
+        blksize=a.blksize or 4096,
+    )
 
 
 def statfs_of(r: Any) -> StatFs:
-    return StatFs(blocks=r.blocks, bfree=r.bfree, bavail=r.bavail, files=r.files, ffree=r.ffree,
-                  bsize=r.bsize, namelen=r.namelen, frsize=r.frsize)
+    return StatFs(
+        blocks=r.blocks,
+        bfree=r.bfree,
+        bavail=r.bavail,
+        files=r.files,
+        ffree=r.ffree,
+        bsize=r.bsize,
+        namelen=r.namelen,
+        frsize=r.frsize,
+    )
 
 
 class ChangeKind(enum.Enum):

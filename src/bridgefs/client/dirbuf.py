@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from bridgefs.fuse.filesystem import DirEntry
 
@@ -58,8 +58,15 @@ class DirBuffer:
             return records[index:], eof, fetched, _uncounted(records[:index])
         return [], False, 0.0, _uncounted(records)
 
-    def keep(self, records: list[Record], plus: bool, eof: bool, end: int,
-             fetched: float, ahead: bool = False) -> list[int]:
+    def keep(
+        self,
+        records: list[Record],
+        plus: bool,
+        eof: bool,
+        end: int,
+        fetched: float,
+        ahead: bool = False,
+    ) -> list[int]:
         """Store leftovers (``end``: the cookie after the last record fetched; ``ahead``: a
         whole listing fetched ahead); returns handles of anything it displaced, to give back."""
         with self._lock:
@@ -68,10 +75,14 @@ class DirBuffer:
             self._ahead = ahead
         return _uncounted(old)
 
-    def iterate(self, offset: int, plus: bool,
-                fetch: Callable[[int], tuple[list[Record], bool]],
-                received: Callable[[int], None],
-                give_back: Callable[[list[int]], None]) -> Iterator[DirEntry]:
+    def iterate(
+        self,
+        offset: int,
+        plus: bool,
+        fetch: Callable[[int], tuple[list[Record], bool]],
+        received: Callable[[int], None],
+        give_back: Callable[[list[int]], None],
+    ) -> Iterator[DirEntry]:
         """The records from cookie ``offset`` on: buffered ones first, then ``fetch(cookie)``
         batches.  ``received(handle)`` counts a reference the first time its record is handed
         out; ``give_back(handles)`` returns references the caller will never see."""
@@ -99,7 +110,7 @@ class DirBuffer:
             # Runs when the caller stops early too (the generator is closed or collected).
             # Keep the last record handed out: the caller may not have had room for it.
             end = records[-1].entry.offset if records else cookie
-            give_back(self.keep(records[max(i - 1, 0):], plus, eof, end, fetched))
+            give_back(self.keep(records[max(i - 1, 0) :], plus, eof, end, fetched))
 
     def take_entry(self, name: bytes) -> tuple[Record | None, bool]:
         """For a lookup of ``name``: (its record, now holding the entry and the reference that
@@ -117,8 +128,9 @@ class DirBuffer:
                     return None, False  # handed out already: the server says what it is now
                 taken = Record(rec.start, rec.entry, rec.handle)
                 # A later listing hands the name out without an entry: the kernel has it.
-                rec.entry = DirEntry(rec.entry.name, rec.entry.ino, rec.entry.dtype,
-                                     rec.entry.offset)
+                rec.entry = DirEntry(
+                    rec.entry.name, rec.entry.ino, rec.entry.dtype, rec.entry.offset
+                )
                 rec.handle = 0
                 return taken, whole
             return None, whole

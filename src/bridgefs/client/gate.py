@@ -10,7 +10,13 @@ import errno
 from bridgefs.client.layer import Layer
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
 from bridgefs.fuse.filesystem import (
-    AttrReply, Context, Entry, FileSystem, FsError, Opened, SetAttr,
+    AttrReply,
+    Context,
+    Entry,
+    FileSystem,
+    FsError,
+    Opened,
+    SetAttr,
 )
 
 
@@ -22,15 +28,17 @@ class ReplayGate(Layer):
     def _replaying(self, ctx: Context) -> bool:
         return self.replayer.owns(ctx)
 
-    # --- names: a replay's are answered as before the change, then as after it -----------------
+    # --- names: a replay's are answered as before the change, then as after it --------------------
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
         if self._replaying(ctx):
-            return self.replayer.lookup(parent, name,
-                                        lambda p, n: self.inner.lookup(Context(), p, n))
+            return self.replayer.lookup(
+                parent, name, lambda p, n: self.inner.lookup(Context(), p, n)
+            )
         return self.inner.lookup(ctx, parent, name)
 
-    def mknod(self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int,
-              umask: int) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         if self._replaying(ctx):
             return self.replayer.node()
         return self.inner.mknod(ctx, parent, name, mode, rdev, umask)
@@ -45,8 +53,9 @@ class ReplayGate(Layer):
             return self.replayer.node()
         return self.inner.symlink(ctx, parent, name, target)
 
-    def create(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int,
-               flags: int) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         if self._replaying(ctx):
             return self.replayer.node(), self.replayer.opened()
         return self.inner.create(ctx, parent, name, mode, umask, flags)
@@ -59,8 +68,9 @@ class ReplayGate(Layer):
         if not self._replaying(ctx):
             self.inner.rmdir(ctx, parent, name)
 
-    def rename(self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         if not self._replaying(ctx):
             self.inner.rename(ctx, parent, name, new_parent, new_name, flags)
 
@@ -70,7 +80,7 @@ class ReplayGate(Layer):
         else:
             self.inner.forget(ino, nlookup)
 
-    # --- attributes ---------------------------------------------------------------------------------
+    # --- attributes -------------------------------------------------------------------------------
     def getattr(self, ctx: Context, ino: int, fh: int | None) -> AttrReply:
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
@@ -88,7 +98,7 @@ class ReplayGate(Layer):
             raise FsError(errno.ENODATA)  # the kernel checking security.capability before a write
         return self.inner.getxattr(ctx, ino, name)
 
-    # --- what a replay opens ------------------------------------------------------------------------
+    # --- what a replay opens ----------------------------------------------------------------------
     def open(self, ctx: Context, ino: int, flags: int) -> Opened:
         if self.opens and self._replaying(ctx):
             return self.replayer.opened()

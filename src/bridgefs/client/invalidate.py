@@ -52,8 +52,9 @@ class KeepsNodes(Protocol):
 
 
 class Invalidator:
-    def __init__(self, notifier: KernelNotifier, names: NameTable, listings: Listings,
-                 keeper: KeepsNodes):
+    def __init__(
+        self, notifier: KernelNotifier, names: NameTable, listings: Listings, keeper: KeepsNodes
+    ):
         self.notifier = notifier
         self.names = names
         self.listings = listings

@@ -9,13 +9,17 @@ any layer knowing of it.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bridgefs.fuse.filesystem import FileSystem
 
 # Every method of the interface, operations and life cycle alike.
-INTERFACE = tuple(name for name, member in vars(FileSystem).items()
-                  if inspect.isfunction(member) and not name.startswith("_"))
+INTERFACE = tuple(
+    name
+    for name, member in vars(FileSystem).items()
+    if inspect.isfunction(member) and not name.startswith("_")
+)
 
 
 class Layer(FileSystem):
@@ -29,6 +33,7 @@ class Layer(FileSystem):
 def _forwarder(name: str) -> Callable[..., Any]:
     def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.inner, name)(*args, **kwargs)
+
     forward.__name__ = forward.__qualname__ = name
     forward.__doc__ = f"Forwarded to the inner filesystem's {name}."
     return forward

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bridgefs.client.dirbuf import DirBuffer, Record
 from bridgefs.fuse.filesystem import Entry
@@ -22,8 +22,13 @@ NAME_MAX = 255
 
 
 class Listings:
-    def __init__(self, attr_ttl: Callable[[], float], negative_ttl: Callable[[], float],
-                 received: Callable[[int], None], give_back: Callable[[int], None]):
+    def __init__(
+        self,
+        attr_ttl: Callable[[], float],
+        negative_ttl: Callable[[], float],
+        received: Callable[[int], None],
+        give_back: Callable[[int], None],
+    ):
         self._attr_ttl = attr_ttl  # how long a listing's attributes may be handed out
         self._negative_ttl = negative_ttl
         self._received = received  # a record's reference is handed to the kernel
@@ -88,8 +93,9 @@ class Listings:
             return Entry(ino=0, attr=None, entry_timeout=self._negative_ttl())
         return None
 
-    def keep_ahead(self, subs: list[tuple[int, list[Record]]],
-                   generation: int) -> list[tuple[int, list[Record]]]:
+    def keep_ahead(
+        self, subs: list[tuple[int, list[Record]]], generation: int
+    ) -> list[tuple[int, list[Record]]]:
         """Listings of subdirectories that came with a listing, unless something changed while
         they were on the way (``generation`` is the one read before the call); returns those
         kept."""
@@ -105,8 +111,9 @@ class Listings:
                 buf = self._by_node.get(ino)
                 if buf is None:
                     buf = self._by_node[ino] = DirBuffer(self._attr_ttl)
-                dropped.extend(buf.keep(records, True, True, records[-1].entry.offset, now,
-                                        ahead=True))
+                dropped.extend(
+                    buf.keep(records, True, True, records[-1].entry.offset, now, ahead=True)
+                )
                 kept.append((ino, records))
         self.give_back(dropped)
         return kept

@@ -18,7 +18,7 @@ import errno
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("bridgefs.client")
 
@@ -28,8 +28,12 @@ _QUEUE_CAP = 1 << 20  # past this, forgets are dropped: the server bounds what i
 
 
 class LookupCounts:
-    def __init__(self, send_forget: Callable[[list[tuple[int, int]]], None],
-                 send_ping: Callable[[], None], ping_interval: float):
+    def __init__(
+        self,
+        send_forget: Callable[[list[tuple[int, int]]], None],
+        send_ping: Callable[[], None],
+        ping_interval: float,
+    ):
         self._send_forget = send_forget
         self._send_ping = send_ping
         self._ping_interval = ping_interval
@@ -112,20 +116,24 @@ class LookupCounts:
     def _send(self, batch: list[tuple[int, int]]) -> None:
         for i in range(0, len(batch), BATCH_MAX):
             try:
-                self._send_forget(batch[i:i + BATCH_MAX])
+                self._send_forget(batch[i : i + BATCH_MAX])
             except OSError as exc:
                 # A lost session forgets everything anyway; otherwise the server's bounds cap
                 # what a lost batch can leak, so it is not retried.
-                log.warning("forget of %d handles failed: %s", len(batch[i:i + BATCH_MAX]),
-                            errno.errorcode.get(exc.errno or 0, exc.errno))
+                log.warning(
+                    "forget of %d handles failed: %s",
+                    len(batch[i : i + BATCH_MAX]),
+                    errno.errorcode.get(exc.errno or 0, exc.errno),
+                )
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 while not self._stopping:
                     now = time.monotonic()
-                    if self._pending and (len(self._pending) >= BATCH_MAX
-                                          or now - self._pending_since >= BATCH_DELAY):
+                    if self._pending and (
+                        len(self._pending) >= BATCH_MAX or now - self._pending_since >= BATCH_DELAY
+                    ):
                         break
                     if now - self._last_activity >= self._ping_interval:
                         break
@@ -144,7 +152,9 @@ class LookupCounts:
                     try:
                         self._send_ping()
                     except OSError as exc:
-                        log.warning("ping failed: %s", errno.errorcode.get(exc.errno or 0, exc.errno))
+                        log.warning(
+                            "ping failed: %s", errno.errorcode.get(exc.errno or 0, exc.errno)
+                        )
                     self.touch()
             finally:
                 with self._lock:

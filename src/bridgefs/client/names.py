@@ -51,8 +51,9 @@ class NameTable:
                 self._unlink_locked(key, ino)
             return ino
 
-    def move(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
-             exchange: bool = False) -> None:
+    def move(
+        self, parent: int, name: bytes, new_parent: int, new_name: bytes, exchange: bool = False
+    ) -> None:
         with self._lock:
             src = self._child.get((parent, name))
             dst = self._child.get((new_parent, new_name))

@@ -4,7 +4,7 @@ needs, and a node can be named again after a server restart."""
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from bridgefs.client.layer import Layer
 from bridgefs.client.names import NameTable
@@ -28,8 +28,9 @@ class NamingLayer(Layer):
     def lookup(self, ctx: Context, parent: int, name: bytes) -> Entry:
         return self._named(parent, name, self.inner.lookup(ctx, parent, name))
 
-    def mknod(self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int,
-              umask: int) -> Entry:
+    def mknod(
+        self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
+    ) -> Entry:
         return self._named(parent, name, self.inner.mknod(ctx, parent, name, mode, rdev, umask))
 
     def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
@@ -41,8 +42,9 @@ class NamingLayer(Layer):
     def link(self, ctx: Context, ino: int, new_parent: int, new_name: bytes) -> Entry:
         return self._named(new_parent, new_name, self.inner.link(ctx, ino, new_parent, new_name))
 
-    def create(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int,
-               flags: int) -> tuple[Entry, Opened]:
+    def create(
+        self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
+    ) -> tuple[Entry, Opened]:
         entry, opened = self.inner.create(ctx, parent, name, mode, umask, flags)
         return self._named(parent, name, entry), opened
 
@@ -54,18 +56,19 @@ class NamingLayer(Layer):
         self.inner.rmdir(ctx, parent, name)
         self.names.remove(parent, name)
 
-    def rename(self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         self.inner.rename(ctx, parent, name, new_parent, new_name, flags)
-        self.names.move(parent, name, new_parent, new_name,
-                        exchange=bool(flags & RENAME_EXCHANGE))
+        self.names.move(parent, name, new_parent, new_name, exchange=bool(flags & RENAME_EXCHANGE))
 
     def forget(self, ino: int, nlookup: int) -> None:
         self.names.forget(ino)
         self.inner.forget(ino, nlookup)
 
-    def readdir(self, ctx: Context, ino: int, fh: int, offset: int,
-                plus: bool) -> Iterable[DirEntry]:
+    def readdir(
+        self, ctx: Context, ino: int, fh: int, offset: int, plus: bool
+    ) -> Iterable[DirEntry]:
         return self._recorded(ino, self.inner.readdir(ctx, ino, fh, offset, plus))
 
     def _recorded(self, ino: int, records: Iterable[DirEntry]) -> Iterator[DirEntry]:

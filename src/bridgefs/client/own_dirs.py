@@ -42,8 +42,12 @@ class OwnDirs:
         """Whether ``name`` is known not to exist in ``parent``."""
         with self._lock:
             names = self._names.get(parent)
-            return (names is not None and name not in names and name not in (b".", b"..")
-                    and len(name) <= NAME_MAX)  # a longer name is the server's to refuse
+            return (
+                names is not None
+                and name not in names
+                and name not in (b".", b"..")
+                and len(name) <= NAME_MAX
+            )  # a longer name is the server's to refuse
 
     def drop(self, ino: int) -> None:
         with self._lock:

@@ -6,11 +6,16 @@ while the client's attributes of the file are those it was read with.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from bridgefs.client.attrs import AttrCache
 from bridgefs.client.contents import (
-    BATCH_BYTES, SMALL_FILE, FilesAhead, Pusher, is_small_file, same_version,
+    BATCH_BYTES,
+    SMALL_FILE,
+    FilesAhead,
+    Pusher,
+    is_small_file,
+    same_version,
 )
 from bridgefs.client.invalidate import KernelNotifier
 from bridgefs.client.names import NameTable
@@ -22,8 +27,9 @@ ReadFiles = Callable[[list[int], int, int], "list[tuple[int, Attr, bytes] | None
 
 
 class ReadAhead:
-    def __init__(self, read_files: ReadFiles, names: NameTable, attrs: AttrCache,
-                 notifier: KernelNotifier):
+    def __init__(
+        self, read_files: ReadFiles, names: NameTable, attrs: AttrCache, notifier: KernelNotifier
+    ):
         self._read_files = read_files
         self._names = names
         self._attrs = attrs

@@ -17,7 +17,7 @@ import errno
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("bridgefs.client")
 
@@ -76,8 +76,11 @@ class ReleaseQueue:
         try:
             self._send_batch(batch)
         except OSError as exc:
-            log.warning("release of %d open files failed: %s", len(batch),
-                        errno.errorcode.get(exc.errno or 0, exc.errno))
+            log.warning(
+                "release of %d open files failed: %s",
+                len(batch),
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+            )
 
     def _run(self) -> None:
         while True:

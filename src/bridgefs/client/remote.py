@@ -21,7 +21,8 @@ import errno
 import functools
 import logging
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bridgefs.client.cache_policy import CachePolicy
 from bridgefs.client.convert import Owner, attr_of, statfs_of
@@ -32,7 +33,16 @@ from bridgefs.client.releases import ReleaseQueue
 from bridgefs.client.session import ServerSession
 from bridgefs.client.writes import PendingWrite, WriteBehind
 from bridgefs.fuse.filesystem import (
-    TIME_NOW, Attr, AttrReply, Context, DirEntry, Entry, FileSystem, FsError, Opened, SetAttr,
+    TIME_NOW,
+    Attr,
+    AttrReply,
+    Context,
+    DirEntry,
+    Entry,
+    FileSystem,
+    FsError,
+    Opened,
+    SetAttr,
     StatFs,
 )
 from bridgefs.rpc import pb
@@ -61,20 +71,39 @@ class RemoteFileSystem(FileSystem):
     client whose caches events keep right).  ``policy`` holds the timeouts the answers carry.
     The constructor connects and handshakes (raising FsError on failure)."""
 
-    def __init__(self, address: str, share: str, *, entry_timeout: float = 1.0,
-                 attr_timeout: float = 1.0, negative_timeout: float = 0.0, uid: int | None = None,
-                 gid: int | None = None, read_only: bool = False, timeout: float = 30.0,
-                 slow_timeout: float = 300.0, connect_timeout: float = 10.0,
-                 client_name: str | None = None, readdir_batch: int = 512, opens: bool = True,
-                 policy: CachePolicy | None = None):
+    def __init__(
+        self,
+        address: str,
+        share: str,
+        *,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 0.0,
+        uid: int | None = None,
+        gid: int | None = None,
+        read_only: bool = False,
+        timeout: float = 30.0,
+        slow_timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        client_name: str | None = None,
+        readdir_batch: int = 512,
+        opens: bool = True,
+        policy: CachePolicy | None = None,
+    ):
         self.policy = policy or CachePolicy(entry_timeout, attr_timeout, negative_timeout)
         self.owner = Owner(uid, gid)
         self.opens = opens
         self.slow_timeout = slow_timeout
         self.facts: ReplyFacts = NO_FACTS
         self._writes = WriteBehind()
-        self.session = ServerSession(address, share, self._writes, timeout=timeout,
-                                     connect_timeout=connect_timeout, client_name=client_name)
+        self.session = ServerSession(
+            address,
+            share,
+            self._writes,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            client_name=client_name,
+        )
         self._stub = self.session.stub
         self.read_only = read_only or self.session.read_only
         self.max_io = self.session.max_io
@@ -82,12 +111,18 @@ class RemoteFileSystem(FileSystem):
         self.readdir_batch = min(readdir_batch, self.session.max_readdir_entries or readdir_batch)
         self.root_attr = self._attr(self.session.root_attr)
         counts = self.session.counts
-        self.listings = Listings(lambda: self.policy.mode.attr_timeout,
-                                 lambda: self.policy.mode.negative_timeout,
-                                 counts.received, counts.give_back)
+        self.listings = Listings(
+            lambda: self.policy.mode.attr_timeout,
+            lambda: self.policy.mode.negative_timeout,
+            counts.received,
+            counts.give_back,
+        )
         self._stamps: dict[int, tuple[int, int, int]] = {}
-        self._releases = ReleaseQueue(self._send_releases) \
-            if "release-batch" in self.session.capabilities else None
+        self._releases = (
+            ReleaseQueue(self._send_releases)
+            if "release-batch" in self.session.capabilities
+            else None
+        )
 
     # --- plumbing -----------------------------------------------------------------------------
     def _call(self, rpc: Any, request: Any, timeout: float | None = None) -> Any:
@@ -106,8 +141,12 @@ class RemoteFileSystem(FileSystem):
         """An Entry for the FUSE layer; counts the reference it carries."""
         self.session.counts.received(e.handle)
         mode = self.policy.mode
-        return Entry(ino=self._n(e.handle), attr=self._attr(e.attr),
-                     entry_timeout=mode.entry_timeout, attr_timeout=mode.attr_timeout)
+        return Entry(
+            ino=self._n(e.handle),
+            attr=self._attr(e.attr),
+            entry_timeout=mode.entry_timeout,
+            attr_timeout=mode.attr_timeout,
+        )
 
     def _writable(self) -> None:
         if self.read_only:
@@ -168,7 +207,7 @@ class RemoteFileSystem(FileSystem):
             self._releases.close()  # queued releases are moot: Goodbye closes every file
         self._writes.close()
 
-    def __enter__(self) -> "RemoteFileSystem":
+    def __enter__(self) -> RemoteFileSystem:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,12 +220,17 @@ class RemoteFileSystem(FileSystem):
             raise FsError(errno.ENOENT)
         return entry
 
-    def read_files(self, inos: list[int], max_file_size: int,
-                   max_total: int) -> list[tuple[int, Attr, bytes] | None]:
+    def read_files(
+        self, inos: list[int], max_file_size: int, max_total: int
+    ) -> list[tuple[int, Attr, bytes] | None]:
         """The contents of several files in one round trip: (ino, attributes, data) each, None
         for a file the server could not read or left out."""
-        reply = self._call(self._stub.ReadFiles, pb.ReadFilesRequest(
-            handles=[self._h(i) for i in inos], max_file_size=max_file_size, max_total=max_total))
+        reply = self._call(
+            self._stub.ReadFiles,
+            pb.ReadFilesRequest(
+                handles=[self._h(i) for i in inos], max_file_size=max_file_size, max_total=max_total
+            ),
+        )
         out: list[tuple[int, Attr, bytes] | None] = [None] * len(inos)
         for i, (ino, content) in enumerate(zip(inos, reply.files)):
             if not content.errno:
@@ -233,23 +277,47 @@ class RemoteFileSystem(FileSystem):
         self, ctx: Context, parent: int, name: bytes, mode: int, rdev: int, umask: int
     ) -> Entry:
         self._writable()
-        return self._entry(self._in_dir(parent, self._stub.MkNod, pb.MkNodRequest(
-            parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask)).entry)
+        return self._entry(
+            self._in_dir(
+                parent,
+                self._stub.MkNod,
+                pb.MkNodRequest(
+                    parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask
+                ),
+            ).entry
+        )
 
     def mkdir(self, ctx: Context, parent: int, name: bytes, mode: int, umask: int) -> Entry:
         self._writable()
-        return self._entry(self._in_dir(parent, self._stub.MkDir, pb.MkDirRequest(
-            parent=self._h(parent), name=name, mode=mode, umask=umask)).entry)
+        return self._entry(
+            self._in_dir(
+                parent,
+                self._stub.MkDir,
+                pb.MkDirRequest(parent=self._h(parent), name=name, mode=mode, umask=umask),
+            ).entry
+        )
 
     def symlink(self, ctx: Context, parent: int, name: bytes, target: bytes) -> Entry:
         self._writable()
-        return self._entry(self._in_dir(parent, self._stub.Symlink, pb.SymlinkRequest(
-            parent=self._h(parent), name=name, target=target)).entry)
+        return self._entry(
+            self._in_dir(
+                parent,
+                self._stub.Symlink,
+                pb.SymlinkRequest(parent=self._h(parent), name=name, target=target),
+            ).entry
+        )
 
     def link(self, ctx: Context, ino: int, new_parent: int, new_name: bytes) -> Entry:
         self._writable()
-        return self._entry(self._in_dir(new_parent, self._stub.Link, pb.LinkRequest(
-            handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name)).entry)
+        return self._entry(
+            self._in_dir(
+                new_parent,
+                self._stub.Link,
+                pb.LinkRequest(
+                    handle=self._h(ino), new_parent=self._h(new_parent), new_name=new_name
+                ),
+            ).entry
+        )
 
     def unlink(self, ctx: Context, parent: int, name: bytes) -> None:
         self._writable()
@@ -263,9 +331,18 @@ class RemoteFileSystem(FileSystem):
         self, ctx: Context, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
     ) -> None:
         self._writable()
-        self._in_dir(parent, self._stub.Rename, pb.RenameRequest(
-            parent=self._h(parent), name=name, new_parent=self._h(new_parent), new_name=new_name,
-            flags=flags), new_parent)
+        self._in_dir(
+            parent,
+            self._stub.Rename,
+            pb.RenameRequest(
+                parent=self._h(parent),
+                name=name,
+                new_parent=self._h(new_parent),
+                new_name=new_name,
+                flags=flags,
+            ),
+            new_parent,
+        )
 
     # --- attributes -----------------------------------------------------------------------------
     def getattr(self, ctx: Context, ino: int, fh: int | None) -> AttrReply:
@@ -325,12 +402,15 @@ class RemoteFileSystem(FileSystem):
     # --- extended attributes ------------------------------------------------------------------
     def setxattr(self, ctx: Context, ino: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable()
-        self._call(self._stub.SetXattr, pb.SetXattrRequest(handle=self._h(ino), name=name, value=value,
-                                                           flags=flags))
+        self._call(
+            self._stub.SetXattr,
+            pb.SetXattrRequest(handle=self._h(ino), name=name, value=value, flags=flags),
+        )
 
     def getxattr(self, ctx: Context, ino: int, name: bytes) -> bytes:
-        value: bytes = self._call(self._stub.GetXattr,
-                                  pb.XattrRequest(handle=self._h(ino), name=name)).value
+        value: bytes = self._call(
+            self._stub.GetXattr, pb.XattrRequest(handle=self._h(ino), name=name)
+        ).value
         return value
 
     def listxattr(self, ctx: Context, ino: int) -> list[bytes]:
@@ -356,8 +436,14 @@ class RemoteFileSystem(FileSystem):
         self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
     ) -> tuple[Entry, Opened]:
         self._writable()
-        request = pb.CreateRequest(parent=self._h(parent), name=name, mode=mode, umask=umask,
-                                   flags=flags, no_handle=not self.opens)
+        request = pb.CreateRequest(
+            parent=self._h(parent),
+            name=name,
+            mode=mode,
+            umask=umask,
+            flags=flags,
+            no_handle=not self.opens,
+        )
         try:
             reply = self._in_dir(parent, self._stub.Create, request)
         except FsError as exc:
@@ -376,8 +462,9 @@ class RemoteFileSystem(FileSystem):
         parts = []
         while size > 0:
             n = min(size, self.max_io)
-            data = self._call(self._stub.Read, pb.ReadRequest(handle=self._h(ino), fh=fh, offset=offset,
-                                                              size=n)).data
+            data = self._call(
+                self._stub.Read, pb.ReadRequest(handle=self._h(ino), fh=fh, offset=offset, size=n)
+            ).data
             parts.append(data)
             if len(data) < n:
                 break
@@ -397,8 +484,10 @@ class RemoteFileSystem(FileSystem):
         if flags & _WRITE_CACHE or not self.opens:
             done = 0
             while done < len(data):
-                chunk = data[done:done + self.max_io] if len(data) > self.max_io else data
-                written = self._send_write(self.session.epoch, handle, fh, offset + done, chunk, flags)
+                chunk = data[done : done + self.max_io] if len(data) > self.max_io else data
+                written = self._send_write(
+                    self.session.epoch, handle, fh, offset + done, chunk, flags
+                )
                 done += written
                 if written < len(chunk):
                     break
@@ -406,19 +495,31 @@ class RemoteFileSystem(FileSystem):
         epoch = self.session.epoch
         node = (epoch, handle)
         for start in range(0, len(data), self.max_io):
-            chunk = data[start:start + self.max_io] if len(data) > self.max_io else data
-            self._writes.submit(PendingWrite(
-                node, fh, offset + start, chunk,
-                functools.partial(self._send_write, epoch, handle, fh, offset + start, chunk,
-                                  flags)))
+            chunk = data[start : start + self.max_io] if len(data) > self.max_io else data
+            self._writes.submit(
+                PendingWrite(
+                    node,
+                    fh,
+                    offset + start,
+                    chunk,
+                    functools.partial(
+                        self._send_write, epoch, handle, fh, offset + start, chunk, flags
+                    ),
+                )
+            )
         return len(data)
 
-    def _send_write(self, epoch: int, handle: int, fh: int, offset: int, data: bytes,
-                    flags: int) -> int:
+    def _send_write(
+        self, epoch: int, handle: int, fh: int, offset: int, data: bytes, flags: int
+    ) -> int:
         if epoch != self.session.epoch:
             raise FsError(errno.EBADF)  # an open file of a session the server lost
-        return int(self._call(self._stub.Write, pb.WriteRequest(
-            handle=handle, fh=fh, offset=offset, data=data, flags=flags)).written)
+        return int(
+            self._call(
+                self._stub.Write,
+                pb.WriteRequest(handle=handle, fh=fh, offset=offset, data=data, flags=flags),
+            ).written
+        )
 
     def _deferred_error(self, ino: int, fh: int, any_file: bool) -> int | None:
         """After a drain: the error of a queued write not reported to ``fh`` yet (see
@@ -433,8 +534,9 @@ class RemoteFileSystem(FileSystem):
             raise FsError(errno.ENOSYS)
         err = self._deferred_error(ino, fh, any_file=False)
         try:
-            self._call(self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh,
-                                                        lock_owner=lock_owner))
+            self._call(
+                self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh, lock_owner=lock_owner)
+            )
         except FsError:
             if not err:
                 raise
@@ -454,14 +556,18 @@ class RemoteFileSystem(FileSystem):
 
     def _send_releases(self, batch: list[tuple[int, int]]) -> None:
         (handle, fh), rest = batch[0], batch[1:]
-        self._call(self._stub.Release, pb.FileRequest(handle=handle, fh=fh,
-                                                      more_fhs=[f for _, f in rest]))
+        self._call(
+            self._stub.Release, pb.FileRequest(handle=handle, fh=fh, more_fhs=[f for _, f in rest])
+        )
 
     def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         err = self._deferred_error(ino, fh, any_file=True)
         try:
-            self._call(self._stub.Fsync, pb.FsyncRequest(handle=self._h(ino), fh=fh,
-                                                         datasync=datasync), self.slow_timeout)
+            self._call(
+                self._stub.Fsync,
+                pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
+                self.slow_timeout,
+            )
         except FsError:
             if not err:
                 raise
@@ -473,12 +579,21 @@ class RemoteFileSystem(FileSystem):
     ) -> None:
         self._writable()
         self._stamps.pop(ino, None)
-        self._call(self._stub.Fallocate, pb.FallocateRequest(
-            handle=self._h(ino), fh=fh, offset=offset, length=length, mode=mode), self.slow_timeout)
+        self._call(
+            self._stub.Fallocate,
+            pb.FallocateRequest(
+                handle=self._h(ino), fh=fh, offset=offset, length=length, mode=mode
+            ),
+            self.slow_timeout,
+        )
 
     def lseek(self, ctx: Context, ino: int, fh: int, offset: int, whence: int) -> int:
-        return int(self._call(self._stub.Lseek, pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset,
-                                                             whence=whence)).offset)
+        return int(
+            self._call(
+                self._stub.Lseek,
+                pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset, whence=whence),
+            ).offset
+        )
 
     def copy_file_range(
         self,
@@ -494,9 +609,22 @@ class RemoteFileSystem(FileSystem):
     ) -> int:
         self._writable()
         self._stamps.pop(ino_out, None)
-        return int(self._call(self._stub.CopyFileRange, pb.CopyFileRangeRequest(
-            handle_in=self._h(ino_in), fh_in=fh_in, offset_in=off_in, handle_out=self._h(ino_out), fh_out=fh_out,
-            offset_out=off_out, length=length, flags=flags), self.slow_timeout).copied)
+        return int(
+            self._call(
+                self._stub.CopyFileRange,
+                pb.CopyFileRangeRequest(
+                    handle_in=self._h(ino_in),
+                    fh_in=fh_in,
+                    offset_in=off_in,
+                    handle_out=self._h(ino_out),
+                    fh_out=fh_out,
+                    offset_out=off_out,
+                    length=length,
+                    flags=flags,
+                ),
+                self.slow_timeout,
+            ).copied
+        )
 
     # --- directories ----------------------------------------------------------------------------
     def opendir(self, ctx: Context, ino: int, flags: int) -> Opened:
@@ -516,24 +644,44 @@ class RemoteFileSystem(FileSystem):
                 raise FsError(errno.EBADF)
         else:  # the kernel lists without opening (no-opendir): one ListDir per directory
             buf = self.listings.of_node(ino)
-        return buf.iterate(offset, plus, lambda cookie: self._fetch(ino, fh, cookie, plus),
-                           self.session.counts.received, self.listings.give_back)
+        return buf.iterate(
+            offset,
+            plus,
+            lambda cookie: self._fetch(ino, fh, cookie, plus),
+            self.session.counts.received,
+            self.listings.give_back,
+        )
 
     def _fetch(self, ino: int, fh: int, cookie: int, plus: bool) -> tuple[list[Record], bool]:
         if fh:
-            reply = self._call(self._stub.ReadDir, pb.ReadDirRequest(
-                handle=self._h(ino), fh=fh, offset=cookie, plus=plus,
-                max_entries=self.readdir_batch))
+            reply = self._call(
+                self._stub.ReadDir,
+                pb.ReadDirRequest(
+                    handle=self._h(ino),
+                    fh=fh,
+                    offset=cookie,
+                    plus=plus,
+                    max_entries=self.readdir_batch,
+                ),
+            )
         else:
             long = self.policy.mode.cache_listings
             subtree = SUBTREE_RECORDS if plus and not cookie and long else 0
             generation = self.listings.generation
-            reply = self._call(self._stub.ListDir, pb.ReadDirRequest(
-                handle=self._h(ino), offset=cookie, plus=plus, max_entries=LISTDIR_BATCH,
-                subtree_records=subtree))
+            reply = self._call(
+                self._stub.ListDir,
+                pb.ReadDirRequest(
+                    handle=self._h(ino),
+                    offset=cookie,
+                    plus=plus,
+                    max_entries=LISTDIR_BATCH,
+                    subtree_records=subtree,
+                ),
+            )
             if reply.below:
-                subs = [(self._n(sub.handle), self._records(sub.entries, True))
-                        for sub in reply.below]
+                subs = [
+                    (self._n(sub.handle), self._records(sub.entries, True)) for sub in reply.below
+                ]
                 for sub_ino, records in self.listings.keep_ahead(subs, generation):
                     self.facts.listed_ahead(sub_ino, [r.entry for r in records])
         return self._records(reply.entries, plus, cookie), reply.eof
@@ -545,9 +693,15 @@ class RemoteFileSystem(FileSystem):
             handle = 0
             if plus and d.HasField("entry"):
                 handle = d.entry.handle
-                entry = Entry(ino=self._n(handle), attr=self._attr(d.entry.attr),
-                              entry_timeout=self.entry_timeout, attr_timeout=self.attr_timeout)
-            records.append(Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle))
+                entry = Entry(
+                    ino=self._n(handle),
+                    attr=self._attr(d.entry.attr),
+                    entry_timeout=self.entry_timeout,
+                    attr_timeout=self.attr_timeout,
+                )
+            records.append(
+                Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle)
+            )
             cookie = d.offset
         return records
 
@@ -556,5 +710,8 @@ class RemoteFileSystem(FileSystem):
         self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=fh))
 
     def fsyncdir(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
-        self._call(self._stub.FsyncDir, pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
-                   self.slow_timeout)
+        self._call(
+            self._stub.FsyncDir,
+            pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
+            self.slow_timeout,
+        )

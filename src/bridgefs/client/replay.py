@@ -14,9 +14,8 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from typing import Callable
 
 from bridgefs.client.beneath import open_dir_beneath
 from bridgefs.client.convert import ChangeKind as Kind
@@ -29,7 +28,6 @@ log = logging.getLogger("bridgefs.client")
 # Handles and node ids that exist only for replays: far above anything the server issues.
 REPLAY_FH = 1 << 63
 FAKE_NODE_BASE = 1 << 62
-
 
 
 @dataclass
@@ -51,8 +49,13 @@ class Replayer:
     reference that ``give_back(ino)`` returns when the kernel is not handed it;
     ``forget_name(parent, name)``: the replay starts from "not there yet" (an invalidation)."""
 
-    def __init__(self, names: NameTable, server_lookup: Callable[[int, bytes], Entry],
-                 give_back: Callable[[int], None], forget_name: Callable[[int, bytes], None]):
+    def __init__(
+        self,
+        names: NameTable,
+        server_lookup: Callable[[int, bytes], Entry],
+        give_back: Callable[[int], None],
+        forget_name: Callable[[int, bytes], None],
+    ):
         self.names = names
         self._server_lookup = server_lookup
         self._give_back = give_back
@@ -81,8 +84,12 @@ class Replayer:
             self.plan = plan
             return self._perform(plan)
         except OSError as exc:
-            log.debug("replay of %s /%s failed: %s", change.kind.name,
-                      b"/".join(plan.path).decode(errors="replace"), exc)
+            log.debug(
+                "replay of %s /%s failed: %s",
+                change.kind.name,
+                b"/".join(plan.path).decode(errors="replace"),
+                exc,
+            )
             return False
         finally:
             self.plan = None
@@ -111,8 +118,14 @@ class Replayer:
             elif stat.S_ISLNK(mode):
                 os.symlink(b"x", name, dir_fd=parent)  # the answer carries the real node
             elif stat.S_ISREG(mode):
-                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
-                                 dir_fd=parent))
+                os.close(
+                    os.open(
+                        name,
+                        os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW,
+                        0o644,
+                        dir_fd=parent,
+                    )
+                )
             elif stat.S_ISFIFO(mode):
                 os.mkfifo(name, 0o644, dir_fd=parent)
             else:

@@ -22,8 +22,10 @@ class RpcStats:
 
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
         with self._lock:
-            calls = {name: {"count": c, "total_ms": ns / 1e6, "errors": e}
-                     for name, (c, ns, e) in sorted(self._calls.items())}
+            calls = {
+                name: {"count": c, "total_ms": ns / 1e6, "errors": e}
+                for name, (c, ns, e) in sorted(self._calls.items())
+            }
             if reset:
                 self._calls.clear()
         return {"rpc": calls, "round_trips": sum(c["count"] for c in calls.values())}

@@ -19,7 +19,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -44,8 +45,16 @@ class ServerSession:
     """Connects and handshakes on construction (raising FsError on failure).  ``timeout``
     bounds every call that is not given its own."""
 
-    def __init__(self, address: str, share: str, writes: WriteBehind, *, timeout: float = 30.0,
-                 connect_timeout: float = 10.0, client_name: str | None = None):
+    def __init__(
+        self,
+        address: str,
+        share: str,
+        writes: WriteBehind,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        client_name: str | None = None,
+    ):
         self.address = address
         self.share = share
         self.timeout = timeout
@@ -76,31 +85,42 @@ class ServerSession:
         # Calls that need not wait for queued writes: nothing they read or change is something
         # a write changes (the security.capability a host write drops was removed through the
         # mount before the kernel sent that write).
-        self._unordered = frozenset((self.stub.Write, self.stub.GetXattr, self.stub.ListXattr,
-                                     self.stub.Ping))
-        self.counts = LookupCounts(self._send_forget, self._send_ping,
-                                   ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3))
+        self._unordered = frozenset(
+            (self.stub.Write, self.stub.GetXattr, self.stub.ListXattr, self.stub.Ping)
+        )
+        self.counts = LookupCounts(
+            self._send_forget,
+            self._send_ping,
+            ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3),
+        )
         self.counts.start()
         self._closed = False
         self._close_lock = threading.Lock()
 
     def _handshake(self, connect_timeout: float) -> Any:
-        request = pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share=self.share,
-                                      required_capabilities=REQUIRED_CAPABILITIES,
-                                      client_name=self._client_name)
+        request = pb.HandshakeRequest(
+            protocol_version=PROTOCOL_VERSION,
+            share=self.share,
+            required_capabilities=REQUIRED_CAPABILITIES,
+            client_name=self._client_name,
+        )
         try:
             reply = self.stub.Handshake(request, timeout=connect_timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             # No answer within connect_timeout means nobody is there (ENOTCONN), not an I/O error.
             err = errno_of(exc)
-            raise FsError(errno.ENOTCONN if err == errno.EIO else err,
-                          f"cannot reach bridgefs server at {self.address}: "
-                          f"{exc.details() if hasattr(exc, 'details') else exc}") from None
+            raise FsError(
+                errno.ENOTCONN if err == errno.EIO else err,
+                f"cannot reach bridgefs server at {self.address}: "
+                f"{exc.details() if hasattr(exc, 'details') else exc}",
+            ) from None
         if reply.errno:
-            why = {errno.ENOENT: f"no share named {self.share!r}",
-                   errno.EPROTONOSUPPORT: f"server speaks protocol {reply.protocol_version} with "
-                                          f"{list(reply.capabilities)}, client needs "
-                                          f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}"}
+            why = {
+                errno.ENOENT: f"no share named {self.share!r}",
+                errno.EPROTONOSUPPORT: f"server speaks protocol {reply.protocol_version} with "
+                f"{list(reply.capabilities)}, client needs "
+                f"{PROTOCOL_VERSION} with {list(REQUIRED_CAPABILITIES)}",
+            }
             raise FsError(reply.errno, why.get(reply.errno, os.strerror(reply.errno)))
         return reply
 
@@ -193,8 +213,9 @@ class ServerSession:
             self._rebound.clear()
             self.counts.reset()
             on_new_session()
-            log.warning("the server lost this client's session: attached again (session %d)",
-                        self.epoch)
+            log.warning(
+                "the server lost this client's session: attached again (session %d)", self.epoch
+            )
             return True
 
     # --- life cycle -------------------------------------------------------------------------------

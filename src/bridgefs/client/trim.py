@@ -19,8 +19,9 @@ HIGH_WATER = 0.8
 
 
 class Trimmer:
-    def __init__(self, counts: LookupCounts, max_nodes: int, names: NameTable,
-                 invalidate: Invalidator):
+    def __init__(
+        self, counts: LookupCounts, max_nodes: int, names: NameTable, invalidate: Invalidator
+    ):
         self._counts = counts
         self._max_nodes = max_nodes
         self._names = names
@@ -39,7 +40,11 @@ class Trimmer:
             held = self._counts.held()
             if held > HIGH_WATER * self._max_nodes:
                 victims = self._names.oldest(max(1, self._max_nodes // 4))
-                log.info("holding %d of %d nodes the server allows: dropping %d old names",
-                         held, self._max_nodes, len(victims))
+                log.info(
+                    "holding %d of %d nodes the server allows: dropping %d old names",
+                    held,
+                    self._max_nodes,
+                    len(victims),
+                )
                 for parent, name in victims:
                     self._invalidate.entry(parent, name)

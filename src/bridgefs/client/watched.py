@@ -42,24 +42,35 @@ class WatchedShare(Layer):
     """``watch``: follow host changes (long caches, replays, no-open mode); without it the
     share is the remote's alone, with short timeouts.  Other arguments: RemoteFileSystem's."""
 
-    def __init__(self, address: str, share: str, *, watch: bool = True,
-                 long_timeout: float = 3600.0, entry_timeout: float = 1.0,
-                 attr_timeout: float = 1.0, negative_timeout: float = 0.0, **remote: Any):
+    def __init__(
+        self,
+        address: str,
+        share: str,
+        *,
+        watch: bool = True,
+        long_timeout: float = 3600.0,
+        entry_timeout: float = 1.0,
+        attr_timeout: float = 1.0,
+        negative_timeout: float = 0.0,
+        **remote: Any,
+    ):
         self.watch = watch
         self.policy = CachePolicy(entry_timeout, attr_timeout, negative_timeout, long_timeout)
-        self.remote = RemoteFileSystem(address, share, opens=not watch, policy=self.policy,
-                                       **remote)
+        self.remote = RemoteFileSystem(
+            address, share, opens=not watch, policy=self.policy, **remote
+        )
         self.names = NameTable()
         self.notifier = KernelNotifier()
         attrs = AttrCache()
         self.read_ahead = ReadAhead(self.remote.read_files, self.names, attrs, self.notifier)
-        self.caching = CachingLayer(self.remote, self.policy, self.names, self.remote.listings,
-                                    self.read_ahead, attrs)
+        self.caching = CachingLayer(
+            self.remote, self.policy, self.names, self.remote.listings, self.read_ahead, attrs
+        )
         self.remote.facts = self.caching
-        self.invalidate = Invalidator(self.notifier, self.names, self.remote.listings,
-                                      self.caching)
-        self.replayer = Replayer(self.names, self.remote.server_lookup, self.remote.give_back,
-                                 self.invalidate.entry)
+        self.invalidate = Invalidator(self.notifier, self.names, self.remote.listings, self.caching)
+        self.replayer = Replayer(
+            self.names, self.remote.server_lookup, self.remote.give_back, self.invalidate.entry
+        )
         naming = NamingLayer(ReplayGate(self.caching, self.replayer), self.names)
         self.remote.session.locate = naming.locate
         super().__init__(naming)
@@ -77,15 +88,18 @@ class WatchedShare(Layer):
             self.stream.start()
             self.read_ahead.start()
         if self.remote.max_nodes and self.trimmer is None:
-            self.trimmer = Trimmer(self.remote.session.counts, self.remote.max_nodes,
-                                   self.names, self.invalidate)
+            self.trimmer = Trimmer(
+                self.remote.session.counts, self.remote.max_nodes, self.names, self.invalidate
+            )
             self.trimmer.start()
 
     def status(self) -> dict[str, Any]:
         stream = self.stream
         mode = self.policy.mode
         return {
-            "events": "flowing" if stream and stream.flowing else ("off" if not self.watch else "down"),
+            "events": "flowing"
+            if stream and stream.flowing
+            else ("off" if not self.watch else "down"),
             "cache_mode": mode.name,
             "entry_timeout": mode.entry_timeout,
             "attr_timeout": mode.attr_timeout,

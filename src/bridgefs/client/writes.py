@@ -23,8 +23,8 @@ import errno
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 log = logging.getLogger("bridgefs.client")
 
@@ -69,8 +69,10 @@ class WriteBehind:
         self._outstanding: set[int] = set()  # seqs queued or in flight
         self._errors: dict[object, NodeError] = {}
         self._closed = False
-        self._threads = [threading.Thread(target=self._sender, name=f"bridgefs-write-{i}",
-                                          daemon=True) for i in range(max(1, senders))]
+        self._threads = [
+            threading.Thread(target=self._sender, name=f"bridgefs-write-{i}", daemon=True)
+            for i in range(max(1, senders))
+        ]
         for t in self._threads:
             t.start()
 
@@ -86,8 +88,9 @@ class WriteBehind:
                     raise OSError(err, f"an earlier write failed: {errno.errorcode.get(err, err)}")
                 if self._closed:
                     raise OSError(errno.ENOTCONN, "the connection is closed")
-                fits = self._bytes == 0 or (self._bytes + size <= self.window
-                                            and len(self._queued) < MAX_QUEUED)
+                fits = self._bytes == 0 or (
+                    self._bytes + size <= self.window and len(self._queued) < MAX_QUEUED
+                )
                 if fits:
                     break
                 self._changed.wait()
@@ -142,8 +145,7 @@ class WriteBehind:
     def _next_locked(self) -> PendingWrite | None:
         blocked: list[PendingWrite] = list(self._running)
         for i, w in enumerate(self._queued):
-            if not any(b.node == w.node and b.offset < w.end and w.offset < b.end
-                       for b in blocked):
+            if not any(b.node == w.node and b.offset < w.end and w.offset < b.end for b in blocked):
                 del self._queued[i]
                 return w
             blocked.append(w)

@@ -35,6 +35,12 @@ CAPABILITIES = (
 ROOT_HANDLE = 1
 
 __all__ = [
-    "pb", "pb_grpc", "PROTOCOL_VERSION", "SESSION_KEY", "MAX_IO_SIZE", "MAX_MESSAGE",
-    "CAPABILITIES", "ROOT_HANDLE",
+    "pb",
+    "pb_grpc",
+    "PROTOCOL_VERSION",
+    "SESSION_KEY",
+    "MAX_IO_SIZE",
+    "MAX_MESSAGE",
+    "CAPABILITIES",
+    "ROOT_HANDLE",
 ]

@@ -27,8 +27,14 @@ Path = tuple[bytes, ...]  # components below the share root
 Change = tuple[int, Path, Path, bool]  # (kind, path, dest, is_dir)
 
 WATCHING, CREATED, DELETED, MODIFIED, ATTRIB, MOVED, OVERFLOW = (
-    pb.Change.WATCHING, pb.Change.CREATED, pb.Change.DELETED, pb.Change.MODIFIED,
-    pb.Change.ATTRIB, pb.Change.MOVED, pb.Change.OVERFLOW)
+    pb.Change.WATCHING,
+    pb.Change.CREATED,
+    pb.Change.DELETED,
+    pb.Change.MODIFIED,
+    pb.Change.ATTRIB,
+    pb.Change.MOVED,
+    pb.Change.OVERFLOW,
+)
 CLOSED = -1  # a file open for writing was closed: a MODIFIED unless one was just reported
 GONE = -2  # the share root itself was deleted: the watch cannot go on
 
@@ -47,7 +53,7 @@ def relative(path: str | bytes, root: bytes) -> Path | None:
     prefix = root if root.endswith(b"/") else root + b"/"
     if not raw.startswith(prefix):
         return None
-    parts = tuple(p for p in raw[len(prefix):].split(b"/") if p)
+    parts = tuple(p for p in raw[len(prefix) :].split(b"/") if p)
     if not parts or b"." in parts or b".." in parts:
         return None
     return parts
@@ -95,16 +101,19 @@ def translate(event: FileSystemEvent, root: bytes) -> Change | None:
 def message(change: Change, seq: int) -> pb.Change:
     kind, path, dest, is_dir = change
     # One of pb.Change's kinds: CLOSED and GONE are settled before a change is sent.
-    return pb.Change(kind=cast("pb.Change.Kind", kind), path=path, dest=dest, is_dir=is_dir,
-                     seq=seq)
+    return pb.Change(
+        kind=cast("pb.Change.Kind", kind), path=path, dest=dest, is_dir=is_dir, seq=seq
+    )
 
 
 # Under pressure (the queue half full), a change the client learns nothing from while one of
 # these still waits for the same path: it looks at the file only after both happened.  Merging
 # them then keeps a burst (a checkout, an unpack) from ending in OVERFLOW, which would cost the
 # client every cache and a watcher in the VM every event.
-_ABSORBED_BY: dict[int, frozenset[int]] = {MODIFIED: frozenset((CREATED, MODIFIED)),
-                ATTRIB: frozenset((CREATED, MODIFIED, ATTRIB))}
+_ABSORBED_BY: dict[int, frozenset[int]] = {
+    MODIFIED: frozenset((CREATED, MODIFIED)),
+    ATTRIB: frozenset((CREATED, MODIFIED, ATTRIB)),
+}
 
 
 class Subscription:
@@ -142,9 +151,14 @@ class Subscription:
                 return
             path, dest = change[1], change[2]
             waiting = self._latest.get(path)  # a MOVED or DELETED in between would be this
-            if waiting is not None and (waiting == change or (
-                    len(self._queue) >= self.limit // 2 and waiting[1] == path
-                    and waiting[0] in _ABSORBED_BY.get(change[0], ()))):
+            if waiting is not None and (
+                waiting == change
+                or (
+                    len(self._queue) >= self.limit // 2
+                    and waiting[1] == path
+                    and waiting[0] in _ABSORBED_BY.get(change[0], ())
+                )
+            ):
                 return
             if change == OVERFLOW_CHANGE or len(self._queue) >= self.limit:
                 self._queue.clear()
@@ -217,8 +231,11 @@ class _OverflowLog(logging.Handler):
             paths = {os.fsencode(a) for a in args if isinstance(a, (str, bytes))}
             paths = {p for p in paths if p.startswith(b"/")}
             if paths:
-                targets = [cb for root, cb in listeners if any(
-                    p == root or p.startswith(root.rstrip(b"/") + b"/") for p in paths)]
+                targets = [
+                    cb
+                    for root, cb in listeners
+                    if any(p == root or p.startswith(root.rstrip(b"/") + b"/") for p in paths)
+                ]
             else:
                 targets = [cb for _, cb in listeners] if "overflow" in text else []
             for callback in targets:
@@ -250,4 +267,5 @@ def on_overflow(root: bytes, callback: Callable[[], object]) -> Callable[[], Non
     def stop() -> None:
         with _overflow_log.guard:
             _overflow_log.listeners.pop(key, None)
+
     return stop

@@ -26,8 +26,9 @@ NAME_MAX = 255
 # open(2) flags a client may pass through.  The server decides O_CREAT, O_EXCL, O_NOFOLLOW, O_PATH,
 # O_TMPFILE, O_DIRECTORY, O_NOCTTY and O_NONBLOCK itself; O_DIRECT would need aligned buffers the
 # server does not use, and O_NOATIME fails with EPERM on files the server's user does not own.
-PASS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC
-              | getattr(os, "O_LARGEFILE", 0))
+PASS_FLAGS = (
+    os.O_ACCMODE | os.O_APPEND | os.O_TRUNC | os.O_SYNC | os.O_DSYNC | getattr(os, "O_LARGEFILE", 0)
+)
 
 
 class Refused(OSError):

@@ -66,7 +66,7 @@ class DirListing:
         if cookie == 0 or not self._started:
             self._restart()
         self._fill(cookie + count)
-        chunk = self._records[cookie:cookie + count]
+        chunk = self._records[cookie : cookie + count]
         eof = self._scan is None and cookie + len(chunk) >= len(self._records)
         return [(cookie + i, *rec) for i, rec in enumerate(chunk)], eof
 

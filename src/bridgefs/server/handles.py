@@ -60,8 +60,7 @@ class Node(_Ref):
 class OpenFile(_Ref):
     __slots__ = ("fh", "kind", "handle", "listing")
 
-    def __init__(self, fh: int, fd: int, kind: str, handle: int,
-                 listing: DirListing | None = None):
+    def __init__(self, fh: int, fd: int, kind: str, handle: int, listing: DirListing | None = None):
         super().__init__(fd)
         self.fh = fh
         self.kind = kind  # "file" | "dir"

@@ -57,8 +57,9 @@ def _xattr_name(name: bytes) -> bytes:
 
 
 class LocalFs:
-    def __init__(self, share: Share, nodes: NodeTable, files: OpenTable,
-                 echo: EchoLog | None = None):
+    def __init__(
+        self, share: Share, nodes: NodeTable, files: OpenTable, echo: EchoLog | None = None
+    ):
         self.share = share
         self.nodes = nodes
         self.files = files
@@ -186,8 +187,9 @@ class LocalFs:
         with self.nodes.use(parent) as dirfd, self.echo.removed(dirfd, name):
             at.rmdir(dirfd, name)
 
-    def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
-               flags: int) -> None:
+    def rename(
+        self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> None:
         self._writable("rename")
         name = confine.check_name(name)
         new_name = confine.check_name(new_name)
@@ -196,8 +198,9 @@ class LocalFs:
         with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
             self._close_writer(olddir, name)
             self._close_writer(newdir, new_name)
-            with self.echo.moved(olddir, name, newdir, new_name,
-                                 bool(flags & syscalls.RENAME_EXCHANGE)):
+            with self.echo.moved(
+                olddir, name, newdir, new_name, bool(flags & syscalls.RENAME_EXCHANGE)
+            ):
                 at.rename(olddir, name, newdir, new_name, flags)
 
     def forget(self, items: Iterable[tuple[int, int]]) -> None:
@@ -217,10 +220,21 @@ class LocalFs:
         with self.nodes.use(handle) as fd:
             return os.fstat(fd)
 
-    def setattr(self, handle: int, fh: int | None, *, mode: int | None = None,
-                uid: int | None = None, gid: int | None = None, size: int | None = None,
-                atime_ns: int | None = None, mtime_ns: int | None = None, atime_now: bool = False,
-                mtime_now: bool = False, kill_suidgid: bool = False) -> os.stat_result:
+    def setattr(
+        self,
+        handle: int,
+        fh: int | None,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        atime_now: bool = False,
+        mtime_now: bool = False,
+        kill_suidgid: bool = False,
+    ) -> os.stat_result:
         self._writable("setattr")
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             st = os.fstat(fd)
@@ -235,8 +249,9 @@ class LocalFs:
             if size is not None:
                 self._truncate(fd, fh, size)
             if atime_ns is not None or mtime_ns is not None or atime_now or mtime_now:
-                syscalls.utimens_node(fd, atime_ns, mtime_ns, atime_now=atime_now,
-                                      mtime_now=mtime_now)
+                syscalls.utimens_node(
+                    fd, atime_ns, mtime_ns, atime_now=atime_now, mtime_now=mtime_now
+                )
             return os.fstat(fd)
 
     def _truncate(self, node_fd: int, fh: int | None, size: int) -> None:
@@ -298,8 +313,10 @@ class LocalFs:
     def open(self, handle: int, flags: int) -> tuple[int, os.stat_result]:
         self._check_open_flags(flags, "open for writing")
         self.files.check_room()
-        with self.nodes.use(handle) as node_fd, \
-                self.echo.node(node_fd) if flags & os.O_TRUNC else contextlib.nullcontext():
+        with (
+            self.nodes.use(handle) as node_fd,
+            self.echo.node(node_fd) if flags & os.O_TRUNC else contextlib.nullcontext(),
+        ):
             fd = confine.reopen(node_fd, flags)
         try:
             st = os.fstat(fd)
@@ -308,8 +325,9 @@ class LocalFs:
             raise
         return self.files.add(fd, "file", handle), st
 
-    def create(self, parent: int, name: bytes, mode: int, umask: int, flags: int,
-               keep_open: bool = True) -> tuple[int, os.stat_result, int, bool]:
+    def create(
+        self, parent: int, name: bytes, mode: int, umask: int, flags: int, keep_open: bool = True
+    ) -> tuple[int, os.stat_result, int, bool]:
         """(handle, stat, fh, whether the file was made rather than an existing one opened);
         without ``keep_open`` the file is closed once made and fh is 0."""
         self._writable("create")
@@ -360,8 +378,9 @@ class LocalFs:
         finally:
             os.close(fd)
 
-    def read_files(self, handles: Sequence[int], max_file_size: int, max_total: int
-                   ) -> list[tuple[int, int, bytes, os.stat_result | None]]:
+    def read_files(
+        self, handles: Sequence[int], max_file_size: int, max_total: int
+    ) -> list[tuple[int, int, bytes, os.stat_result | None]]:
         """[(handle, errno, data, stat)] of whole small regular files, in order, until
         ``max_total`` bytes would be passed."""
         max_file_size = min(max_file_size, MAX_IO)
@@ -446,9 +465,11 @@ class LocalFs:
         if len(data) > MAX_IO:
             raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
         self._writable("write")
-        with self.nodes.use(handle) as node_fd, \
-                self.writers.use(handle, lambda: confine.reopen(node_fd, os.O_WRONLY)) as fd, \
-                self.echo.node(fd):
+        with (
+            self.nodes.use(handle) as node_fd,
+            self.writers.use(handle, lambda: confine.reopen(node_fd, os.O_WRONLY)) as fd,
+            self.echo.node(fd),
+        ):
             return _pwrite_full(fd, data, offset)
 
     def fsync(self, fh: int, datasync: bool, kind: str = "file", handle: int = 0) -> None:
@@ -464,13 +485,25 @@ class LocalFs:
         with self._io(fh, handle, os.O_RDONLY) as fd:
             return os.lseek(fd, offset, whence)
 
-    def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int, length: int,
-                        flags: int, handle_in: int = 0, handle_out: int = 0) -> int:
+    def copy_file_range(
+        self,
+        fh_in: int,
+        off_in: int,
+        fh_out: int,
+        off_out: int,
+        length: int,
+        flags: int,
+        handle_in: int = 0,
+        handle_out: int = 0,
+    ) -> int:
         self._writable("copy_file_range")
         if flags:
             raise OSError(errno.EINVAL, "copy_file_range flags must be 0")
-        with self._io(fh_in, handle_in, os.O_RDONLY) as src, \
-                self._io(fh_out, handle_out, os.O_WRONLY) as dst, self.echo.node(dst):
+        with (
+            self._io(fh_in, handle_in, os.O_RDONLY) as src,
+            self._io(fh_out, handle_out, os.O_WRONLY) as dst,
+            self.echo.node(dst),
+        ):
             return os.copy_file_range(src, dst, min(length, MAX_COPY), off_in, off_out)
 
     # --- directories ------------------------------------------------------------------------------
@@ -496,8 +529,9 @@ class LocalFs:
             with listing.lock:
                 return self._read_listing(of.fd, listing, offset, plus, count)
 
-    def listdir_tree(self, handle: int, plus: bool, max_entries: int, subtree: int
-                     ) -> tuple[list[Record], bool, list[tuple[int, list[Record]]]]:
+    def listdir_tree(
+        self, handle: int, plus: bool, max_entries: int, subtree: int
+    ) -> tuple[list[Record], bool, list[tuple[int, list[Record]]]]:
         """listdir from cookie 0, and then, with plus, whole listings of the subdirectories,
         breadth first, while their records stay within ``subtree``:
         (records, eof, [(subdirectory handle, records)])."""
@@ -546,8 +580,9 @@ class LocalFs:
             return st.st_ino, st.st_ino  # the share root is its own parent, as in a chroot
         return st.st_ino, at.stat_parent(fd).st_ino
 
-    def _read_listing(self, fd: int, listing: DirListing, offset: int, plus: bool,
-                      count: int) -> Listing:
+    def _read_listing(
+        self, fd: int, listing: DirListing, offset: int, plus: bool, count: int
+    ) -> Listing:
         out: list[Record] = []
         records, eof = listing.read(offset, count)
         for cookie, name, ino, dtype in records:
@@ -579,8 +614,9 @@ def _size_of(records: Sequence[Record]) -> int:
 
 def _subdirectories(records: Sequence[Record]) -> list[int]:
     """Handles of the directories among ``records`` (those listed with their attributes)."""
-    return [entry[0] for *_, entry in records
-            if entry is not None and stat.S_ISDIR(entry[1].st_mode)]
+    return [
+        entry[0] for *_, entry in records if entry is not None and stat.S_ISDIR(entry[1].st_mode)
+    ]
 
 
 def _pwrite_full(fd: int, data: bytes, offset: int) -> int:

@@ -77,12 +77,16 @@ class BridgeServer:
         # A Watch stream holds a worker thread for its whole life and a session has at most one,
         # so one extra thread per session keeps max_workers free for ordinary calls.
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers + limits.max_sessions,
-                                       thread_name_prefix="bridgefs-rpc"),
-            options=SERVER_OPTIONS, maximum_concurrent_rpcs=max_workers * 8 + limits.max_sessions)
+            futures.ThreadPoolExecutor(
+                max_workers=max_workers + limits.max_sessions, thread_name_prefix="bridgefs-rpc"
+            ),
+            options=SERVER_OPTIONS,
+            maximum_concurrent_rpcs=max_workers * 8 + limits.max_sessions,
+        )
         # The generated registration has no annotations (grpc's generator writes none).
         pb_grpc.add_FilesServicer_to_server(  # type: ignore[no-untyped-call]
-            FilesService(shares, self.registry, self.watches), self._grpc)
+            FilesService(shares, self.registry, self.watches), self._grpc
+        )
         self._forwarders: list[Forwarder] = []
         self._private: PrivateSocketDir | None = None
         self._stopped = threading.Event()
@@ -152,8 +156,13 @@ class BridgeServer:
         self.stop(0)
 
 
-def serve(shares: dict[str, tuple[str, bool]], listen: list[str], *, limits: Limits | None = None,
-          max_workers: int = 32) -> BridgeServer:
+def serve(
+    shares: dict[str, tuple[str, bool]],
+    listen: list[str],
+    *,
+    limits: Limits | None = None,
+    max_workers: int = 32,
+) -> BridgeServer:
     """Serve ``{name: (path, read_only)}`` on every address in ``listen``; returns the running
     server (``stop()`` it).  Raises OSError/ValueError for a bad share or address."""
     if not shares:
@@ -175,35 +184,60 @@ def serve(shares: dict[str, tuple[str, bool]], listen: list[str], *, limits: Lim
 def _parser() -> argparse.ArgumentParser:
     d = Limits()
     p = argparse.ArgumentParser(prog="bridgefs serve", description="Share host folders over gRPC.")
-    p.add_argument("--share", action="append", required=True, metavar="NAME=PATH[:ro]",
-                   help="a folder to share (repeatable); ':ro' makes it read-only")
-    p.add_argument("--listen", action="append", required=True, metavar="ADDR",
-                   help="tcp:HOST:PORT, unix:PATH or vsock:CID:PORT (repeatable)")
+    p.add_argument(
+        "--share",
+        action="append",
+        required=True,
+        metavar="NAME=PATH[:ro]",
+        help="a folder to share (repeatable); ':ro' makes it read-only",
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        required=True,
+        metavar="ADDR",
+        help="tcp:HOST:PORT, unix:PATH or vsock:CID:PORT (repeatable)",
+    )
     p.add_argument("--workers", type=int, default=32, help="server threads (default 32)")
     p.add_argument("--max-nodes", type=int, default=d.max_nodes, help="nodes one client may hold")
-    p.add_argument("--max-open", type=int, default=d.max_open,
-                   help="open files one client may hold")
-    p.add_argument("--max-inflight", type=int, default=d.max_inflight,
-                   help="concurrent calls one client may make")
+    p.add_argument(
+        "--max-open", type=int, default=d.max_open, help="open files one client may hold"
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=d.max_inflight,
+        help="concurrent calls one client may make",
+    )
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, help="clients at once")
-    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
-                   help="seconds before a silent client's session is dropped")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout,
+        help="seconds before a silent client's session is dropped",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
 def serve_main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         specs = [parse_share_spec(s) for s in args.share]
         shares = {name: (path, ro) for name, path, ro in specs}
         if len(shares) != len(specs):
             raise ValueError("a share name is given twice")
-        limits = Limits(max_nodes=args.max_nodes, max_open=args.max_open,
-                        max_inflight=args.max_inflight, max_sessions=args.max_sessions,
-                        idle_timeout=args.idle_timeout)
+        limits = Limits(
+            max_nodes=args.max_nodes,
+            max_open=args.max_open,
+            max_inflight=args.max_inflight,
+            max_sessions=args.max_sessions,
+            idle_timeout=args.idle_timeout,
+        )
         server = serve(shares, args.listen, limits=limits, max_workers=args.workers)
     except (OSError, ValueError) as exc:
         log.error("%s", exc)

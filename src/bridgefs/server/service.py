@@ -55,9 +55,18 @@ class Context(Protocol):
 
 def attr_of(st: os.stat_result) -> pb.Attr:
     return pb.Attr(
-        ino=st.st_ino, mode=st.st_mode, nlink=st.st_nlink, uid=st.st_uid, gid=st.st_gid,
-        rdev=st.st_rdev, size=st.st_size, blocks=st.st_blocks, atime_ns=st.st_atime_ns,
-        mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, blksize=st.st_blksize,
+        ino=st.st_ino,
+        mode=st.st_mode,
+        nlink=st.st_nlink,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        rdev=st.st_rdev,
+        size=st.st_size,
+        blocks=st.st_blocks,
+        atime_ns=st.st_atime_ns,
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+        blksize=st.st_blksize,
     )
 
 
@@ -92,8 +101,9 @@ def node_capacity(max_nodes: int) -> int:
 
 
 class FilesService(pb_grpc.FilesServicer):
-    def __init__(self, shares: dict[str, Share], registry: SessionRegistry,
-                 watches: WatchHub | None = None):
+    def __init__(
+        self, shares: dict[str, Share], registry: SessionRegistry, watches: WatchHub | None = None
+    ):
         self.shares = shares
         self.registry = registry
         self.watches = watches if watches is not None else WatchHub()
@@ -105,8 +115,13 @@ class FilesService(pb_grpc.FilesServicer):
                 return self.registry.get(value)
         return None
 
-    def _run(self, context: Context, reply_cls: Callable[..., R], op: str,
-             fn: Callable[[LocalFs], R | None]) -> R:
+    def _run(
+        self,
+        context: Context,
+        reply_cls: Callable[..., R],
+        op: str,
+        fn: Callable[[LocalFs], R | None],
+    ) -> R:
         """``fn``'s reply, or ``reply_cls`` carrying the errno it failed with; a ``fn`` that
         returns nothing succeeded with an empty reply."""
         session = self._session(context)
@@ -121,8 +136,13 @@ class FilesService(pb_grpc.FilesServicer):
             reply = fn(session.fs)
             return reply_cls() if reply is None else reply
         except Refused as exc:
-            log.warning("refused %s for session %s (%s): %s", op, session.short,
-                        session.client_name or session.peer, exc.reason)
+            log.warning(
+                "refused %s for session %s (%s): %s",
+                op,
+                session.short,
+                session.client_name or session.peer,
+                exc.reason,
+            )
             return reply_cls(errno=exc.errno)
         except OSError as exc:
             if exc.errno in (errno.ENFILE, errno.EMFILE):
@@ -138,32 +158,55 @@ class FilesService(pb_grpc.FilesServicer):
     def Handshake(self, request: pb.HandshakeRequest, context: Context) -> pb.HandshakeReply:
         peer = context.peer()
         if request.protocol_version != PROTOCOL_VERSION:
-            log.warning("refused handshake from %s: protocol version %d, server speaks %d",
-                        peer, request.protocol_version, PROTOCOL_VERSION)
-            return pb.HandshakeReply(errno=errno.EPROTONOSUPPORT, protocol_version=PROTOCOL_VERSION,
-                                     capabilities=CAPABILITIES)
+            log.warning(
+                "refused handshake from %s: protocol version %d, server speaks %d",
+                peer,
+                request.protocol_version,
+                PROTOCOL_VERSION,
+            )
+            return pb.HandshakeReply(
+                errno=errno.EPROTONOSUPPORT,
+                protocol_version=PROTOCOL_VERSION,
+                capabilities=CAPABILITIES,
+            )
         missing = set(request.required_capabilities) - set(CAPABILITIES)
         share = self.shares.get(request.share)
         err = errno.EPROTONOSUPPORT if missing else 0 if share else errno.ENOENT
         if err or share is None:
-            log.warning("refused handshake from %s (%s) for share %r: %s", peer,
-                        request.client_name, request.share,
-                        f"missing capabilities {sorted(missing)}" if missing else "no such share")
-            return pb.HandshakeReply(errno=err, protocol_version=PROTOCOL_VERSION,
-                                     capabilities=CAPABILITIES)
+            log.warning(
+                "refused handshake from %s (%s) for share %r: %s",
+                peer,
+                request.client_name,
+                request.share,
+                f"missing capabilities {sorted(missing)}" if missing else "no such share",
+            )
+            return pb.HandshakeReply(
+                errno=err, protocol_version=PROTOCOL_VERSION, capabilities=CAPABILITIES
+            )
         try:
             session = self.registry.create(share, peer, request.client_name)
             root = os.fstat(share.root_fd)
         except OSError as exc:
             log.warning("refused handshake from %s for share %r: %s", peer, share.name, exc)
             return pb.HandshakeReply(errno=exc.errno, protocol_version=PROTOCOL_VERSION)
-        log.info("session %s: client %r from %s attached share %s", session.short,
-                 request.client_name, peer, share)
+        log.info(
+            "session %s: client %r from %s attached share %s",
+            session.short,
+            request.client_name,
+            peer,
+            share,
+        )
         return pb.HandshakeReply(
-            protocol_version=PROTOCOL_VERSION, capabilities=CAPABILITIES, session=session.token,
-            root=entry_of(ROOT_HANDLE, root), read_only=share.read_only, max_io_size=MAX_IO_SIZE,
-            max_readdir_entries=MAX_READDIR, idle_timeout=self.registry.limits.idle_timeout,
-            max_nodes=node_capacity(self.registry.limits.max_nodes))
+            protocol_version=PROTOCOL_VERSION,
+            capabilities=CAPABILITIES,
+            session=session.token,
+            root=entry_of(ROOT_HANDLE, root),
+            read_only=share.read_only,
+            max_io_size=MAX_IO_SIZE,
+            max_readdir_entries=MAX_READDIR,
+            idle_timeout=self.registry.limits.idle_timeout,
+            max_nodes=node_capacity(self.registry.limits.max_nodes),
+        )
 
     def Ping(self, request: pb.Empty, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "ping", lambda fs: _OK)
@@ -190,8 +233,9 @@ class FilesService(pb_grpc.FilesServicer):
         try:
             sub = self.watches.subscribe(session)
         except OSError as exc:
-            log.warning("session %s: cannot watch share %s: %s", session.short,
-                        session.share.name, exc)
+            log.warning(
+                "session %s: cannot watch share %s: %s", session.short, session.share.name, exc
+            )
             yield pb.Change(errno=exc.errno or errno.EIO)
             return
         context.add_callback(sub.close)  # the client cancelled or the connection is gone
@@ -199,61 +243,114 @@ class FilesService(pb_grpc.FilesServicer):
 
     # --- names ------------------------------------------------------------------------------------
     def Lookup(self, r: pb.NameRequest, context: Context) -> pb.EntryReply:
-        return self._run(context, pb.EntryReply, "lookup",
-                         lambda fs: _entry_reply(fs.lookup(r.parent, r.name)))
+        return self._run(
+            context, pb.EntryReply, "lookup", lambda fs: _entry_reply(fs.lookup(r.parent, r.name))
+        )
 
     def MkNod(self, r: pb.MkNodRequest, context: Context) -> pb.EntryReply:
-        return self._run(context, pb.EntryReply, "mknod", lambda fs: _changed_dir(
-            fs, r.parent, _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask))))
+        return self._run(
+            context,
+            pb.EntryReply,
+            "mknod",
+            lambda fs: _changed_dir(
+                fs, r.parent, _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask))
+            ),
+        )
 
     def MkDir(self, r: pb.MkDirRequest, context: Context) -> pb.EntryReply:
-        return self._run(context, pb.EntryReply, "mkdir", lambda fs: _changed_dir(
-            fs, r.parent, _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask))))
+        return self._run(
+            context,
+            pb.EntryReply,
+            "mkdir",
+            lambda fs: _changed_dir(
+                fs, r.parent, _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask))
+            ),
+        )
 
     def Symlink(self, r: pb.SymlinkRequest, context: Context) -> pb.EntryReply:
-        return self._run(context, pb.EntryReply, "symlink", lambda fs: _changed_dir(
-            fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target))))
+        return self._run(
+            context,
+            pb.EntryReply,
+            "symlink",
+            lambda fs: _changed_dir(
+                fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target))
+            ),
+        )
 
     def Link(self, r: pb.LinkRequest, context: Context) -> pb.EntryReply:
-        return self._run(context, pb.EntryReply, "link", lambda fs: _changed_dir(
-            fs, r.new_parent, _entry_reply(fs.link(r.handle, r.new_parent, r.new_name))))
+        return self._run(
+            context,
+            pb.EntryReply,
+            "link",
+            lambda fs: _changed_dir(
+                fs, r.new_parent, _entry_reply(fs.link(r.handle, r.new_parent, r.new_name))
+            ),
+        )
 
     def Unlink(self, r: pb.NameRequest, context: Context) -> pb.Status:
         def do_unlink(fs: LocalFs) -> pb.Status:
             fs.unlink(r.parent, r.name)
             return _changed_dir(fs, r.parent, pb.Status())
+
         return self._run(context, pb.Status, "unlink", do_unlink)
 
     def RmDir(self, r: pb.NameRequest, context: Context) -> pb.Status:
         def do_rmdir(fs: LocalFs) -> pb.Status:
             fs.rmdir(r.parent, r.name)
             return _changed_dir(fs, r.parent, pb.Status())
+
         return self._run(context, pb.Status, "rmdir", do_rmdir)
 
     def Rename(self, r: pb.RenameRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "rename", lambda fs: fs.rename(
-            r.parent, r.name, r.new_parent, r.new_name, r.flags))
+        return self._run(
+            context,
+            pb.Status,
+            "rename",
+            lambda fs: fs.rename(r.parent, r.name, r.new_parent, r.new_name, r.flags),
+        )
 
     # --- attributes -------------------------------------------------------------------------------
     def GetAttr(self, r: pb.GetAttrRequest, context: Context) -> pb.AttrReply:
         fh = r.fh if r.HasField("fh") else None
-        return self._run(context, pb.AttrReply, "getattr",
-                         lambda fs: pb.AttrReply(attr=attr_of(fs.getattr(r.handle, fh))))
+        return self._run(
+            context,
+            pb.AttrReply,
+            "getattr",
+            lambda fs: pb.AttrReply(attr=attr_of(fs.getattr(r.handle, fh))),
+        )
 
     def SetAttr(self, r: pb.SetAttrRequest, context: Context) -> pb.AttrReply:
         h = r.HasField
-        return self._run(context, pb.AttrReply, "setattr", lambda fs: pb.AttrReply(attr=attr_of(
-            fs.setattr(r.handle, r.fh if h("fh") else None, mode=r.mode if h("mode") else None,
-                       uid=r.uid if h("uid") else None, gid=r.gid if h("gid") else None,
-                       size=r.size if h("size") else None,
-                       atime_ns=r.atime_ns if h("atime_ns") else None,
-                       mtime_ns=r.mtime_ns if h("mtime_ns") else None,
-                       atime_now=r.atime_now, mtime_now=r.mtime_now,
-                       kill_suidgid=r.kill_suidgid))))
+        return self._run(
+            context,
+            pb.AttrReply,
+            "setattr",
+            lambda fs: pb.AttrReply(
+                attr=attr_of(
+                    fs.setattr(
+                        r.handle,
+                        r.fh if h("fh") else None,
+                        mode=r.mode if h("mode") else None,
+                        uid=r.uid if h("uid") else None,
+                        gid=r.gid if h("gid") else None,
+                        size=r.size if h("size") else None,
+                        atime_ns=r.atime_ns if h("atime_ns") else None,
+                        mtime_ns=r.mtime_ns if h("mtime_ns") else None,
+                        atime_now=r.atime_now,
+                        mtime_now=r.mtime_now,
+                        kill_suidgid=r.kill_suidgid,
+                    )
+                )
+            ),
+        )
 
     def ReadLink(self, r: pb.NodeRequest, context: Context) -> pb.ReadLinkReply:
-        return self._run(context, pb.ReadLinkReply, "readlink",
-                         lambda fs: pb.ReadLinkReply(target=fs.readlink(r.handle)))
+        return self._run(
+            context,
+            pb.ReadLinkReply,
+            "readlink",
+            lambda fs: pb.ReadLinkReply(target=fs.readlink(r.handle)),
+        )
 
     def Access(self, r: pb.AccessRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "access", lambda fs: fs.access(r.handle, r.mask))
@@ -261,9 +358,17 @@ class FilesService(pb_grpc.FilesServicer):
     def StatFs(self, r: pb.NodeRequest, context: Context) -> pb.StatFsReply:
         def statfs(fs: LocalFs) -> pb.StatFsReply:
             st = fs.statfs()
-            return pb.StatFsReply(blocks=st.f_blocks, bfree=st.f_bfree, bavail=st.f_bavail,
-                                  files=st.f_files, ffree=st.f_ffree, bsize=st.f_bsize,
-                                  namelen=st.f_namemax, frsize=st.f_frsize)
+            return pb.StatFsReply(
+                blocks=st.f_blocks,
+                bfree=st.f_bfree,
+                bavail=st.f_bavail,
+                files=st.f_files,
+                ffree=st.f_ffree,
+                bsize=st.f_bsize,
+                namelen=st.f_namemax,
+                frsize=st.f_frsize,
+            )
+
         return self._run(context, pb.StatFsReply, "statfs", statfs)
 
     def SyncFs(self, r: pb.NodeRequest, context: Context) -> pb.Status:
@@ -271,55 +376,92 @@ class FilesService(pb_grpc.FilesServicer):
 
     # --- extended attributes ----------------------------------------------------------------------
     def SetXattr(self, r: pb.SetXattrRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "setxattr",
-                         lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags))
+        return self._run(
+            context,
+            pb.Status,
+            "setxattr",
+            lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags),
+        )
 
     def GetXattr(self, r: pb.XattrRequest, context: Context) -> pb.GetXattrReply:
-        return self._run(context, pb.GetXattrReply, "getxattr",
-                         lambda fs: pb.GetXattrReply(value=fs.getxattr(r.handle, r.name)))
+        return self._run(
+            context,
+            pb.GetXattrReply,
+            "getxattr",
+            lambda fs: pb.GetXattrReply(value=fs.getxattr(r.handle, r.name)),
+        )
 
     def ListXattr(self, r: pb.NodeRequest, context: Context) -> pb.ListXattrReply:
-        return self._run(context, pb.ListXattrReply, "listxattr",
-                         lambda fs: pb.ListXattrReply(names=fs.listxattr(r.handle)))
+        return self._run(
+            context,
+            pb.ListXattrReply,
+            "listxattr",
+            lambda fs: pb.ListXattrReply(names=fs.listxattr(r.handle)),
+        )
 
     def RemoveXattr(self, r: pb.XattrRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "removexattr",
-                         lambda fs: fs.removexattr(r.handle, r.name))
+        return self._run(
+            context, pb.Status, "removexattr", lambda fs: fs.removexattr(r.handle, r.name)
+        )
 
     # --- files ------------------------------------------------------------------------------------
     def Open(self, r: pb.OpenRequest, context: Context) -> pb.OpenReply:
         def do_open(fs: LocalFs) -> pb.OpenReply:
             fh, st = fs.open(r.handle, r.flags)
             return pb.OpenReply(fh=fh, attr=attr_of(st))
+
         return self._run(context, pb.OpenReply, "open", do_open)
 
     def Create(self, r: pb.CreateRequest, context: Context) -> pb.CreateReply:
         def do_create(fs: LocalFs) -> pb.CreateReply:
-            handle, st, fh, created = fs.create(r.parent, r.name, r.mode, r.umask, r.flags,
-                                                keep_open=not r.no_handle)
-            return _changed_dir(fs, r.parent,
-                                pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created))
+            handle, st, fh, created = fs.create(
+                r.parent, r.name, r.mode, r.umask, r.flags, keep_open=not r.no_handle
+            )
+            return _changed_dir(
+                fs, r.parent, pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created)
+            )
+
         return self._run(context, pb.CreateReply, "create", do_create)
 
     def Read(self, r: pb.ReadRequest, context: Context) -> pb.ReadReply:
-        return self._run(context, pb.ReadReply, "read",
-                         lambda fs: pb.ReadReply(data=fs.read(r.fh, r.offset, r.size) if r.fh
-                                                 else fs.read_node(r.handle, r.offset, r.size)))
+        return self._run(
+            context,
+            pb.ReadReply,
+            "read",
+            lambda fs: pb.ReadReply(
+                data=fs.read(r.fh, r.offset, r.size)
+                if r.fh
+                else fs.read_node(r.handle, r.offset, r.size)
+            ),
+        )
 
     def ReadFiles(self, r: pb.ReadFilesRequest, context: Context) -> pb.ReadFilesReply:
         def read_files(fs: LocalFs) -> pb.ReadFilesReply:
             reply = pb.ReadFilesReply()
             for handle, err, data, st in fs.read_files(r.handles, r.max_file_size, r.max_total):
-                reply.files.append(pb.FileContent(handle=handle, errno=err, data=data,
-                                                  attr=attr_of(st) if st is not None else None))
+                reply.files.append(
+                    pb.FileContent(
+                        handle=handle,
+                        errno=err,
+                        data=data,
+                        attr=attr_of(st) if st is not None else None,
+                    )
+                )
             return reply
+
         return self._run(context, pb.ReadFilesReply, "read_files", read_files)
 
     def Write(self, r: pb.WriteRequest, context: Context) -> pb.WriteReply:
-        return self._run(context, pb.WriteReply, "write",
-                         lambda fs: pb.WriteReply(
-                             written=fs.write(r.fh, r.offset, r.data) if r.fh
-                             else fs.write_node(r.handle, r.offset, r.data)))
+        return self._run(
+            context,
+            pb.WriteReply,
+            "write",
+            lambda fs: pb.WriteReply(
+                written=fs.write(r.fh, r.offset, r.data)
+                if r.fh
+                else fs.write_node(r.handle, r.offset, r.data)
+            ),
+        )
 
     def Flush(self, r: pb.FileRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "flush", lambda fs: fs.flush(r.fh))
@@ -335,58 +477,91 @@ class FilesService(pb_grpc.FilesServicer):
             if failed is not None:
                 raise failed
             return _OK
+
         return self._run(context, pb.Status, "release", do_release)
 
     def Fsync(self, r: pb.FsyncRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "fsync",
-                         lambda fs: fs.fsync(r.fh, r.datasync, handle=r.handle))
+        return self._run(
+            context, pb.Status, "fsync", lambda fs: fs.fsync(r.fh, r.datasync, handle=r.handle)
+        )
 
     def Fallocate(self, r: pb.FallocateRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "fallocate",
-                         lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode,
-                                                 handle=r.handle))
+        return self._run(
+            context,
+            pb.Status,
+            "fallocate",
+            lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode, handle=r.handle),
+        )
 
     def Lseek(self, r: pb.LseekRequest, context: Context) -> pb.LseekReply:
-        return self._run(context, pb.LseekReply, "lseek",
-                         lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence,
-                                                                  handle=r.handle)))
+        return self._run(
+            context,
+            pb.LseekReply,
+            "lseek",
+            lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence, handle=r.handle)),
+        )
 
     def CopyFileRange(self, r: pb.CopyFileRangeRequest, context: Context) -> pb.CopyFileRangeReply:
-        return self._run(context, pb.CopyFileRangeReply, "copy_file_range",
-                         lambda fs: pb.CopyFileRangeReply(copied=fs.copy_file_range(
-                             r.fh_in, r.offset_in, r.fh_out, r.offset_out, r.length, r.flags,
-                             handle_in=r.handle_in, handle_out=r.handle_out)))
+        return self._run(
+            context,
+            pb.CopyFileRangeReply,
+            "copy_file_range",
+            lambda fs: pb.CopyFileRangeReply(
+                copied=fs.copy_file_range(
+                    r.fh_in,
+                    r.offset_in,
+                    r.fh_out,
+                    r.offset_out,
+                    r.length,
+                    r.flags,
+                    handle_in=r.handle_in,
+                    handle_out=r.handle_out,
+                )
+            ),
+        )
 
     # --- directories ------------------------------------------------------------------------------
     def OpenDir(self, r: pb.NodeRequest, context: Context) -> pb.OpenReply:
         def do_opendir(fs: LocalFs) -> pb.OpenReply:
             fh, st = fs.opendir(r.handle)
             return pb.OpenReply(fh=fh, attr=attr_of(st))
+
         return self._run(context, pb.OpenReply, "opendir", do_opendir)
 
     def ReadDir(self, r: pb.ReadDirRequest, context: Context) -> pb.ReadDirReply:
-        return self._run(context, pb.ReadDirReply, "readdir", lambda fs: _dir_reply(
-            *fs.readdir(r.fh, r.offset, r.plus, r.max_entries)))
+        return self._run(
+            context,
+            pb.ReadDirReply,
+            "readdir",
+            lambda fs: _dir_reply(*fs.readdir(r.fh, r.offset, r.plus, r.max_entries)),
+        )
 
     def ListDir(self, r: pb.ReadDirRequest, context: Context) -> pb.ReadDirReply:
         def do_listdir(fs: LocalFs) -> pb.ReadDirReply:
             if r.subtree_records and r.plus and not r.offset:
-                records, eof, below = fs.listdir_tree(r.handle, True, r.max_entries,
-                                                      r.subtree_records)
+                records, eof, below = fs.listdir_tree(
+                    r.handle, True, r.max_entries, r.subtree_records
+                )
                 reply = _dir_reply(records, eof)
                 for handle, sub in below:
-                    reply.below.append(pb.SubListing(handle=handle,
-                                                     entries=_dir_reply(sub, True).entries))
+                    reply.below.append(
+                        pb.SubListing(handle=handle, entries=_dir_reply(sub, True).entries)
+                    )
                 return reply
             return _dir_reply(*fs.listdir(r.handle, r.offset, r.plus, r.max_entries))
+
         return self._run(context, pb.ReadDirReply, "listdir", do_listdir)
 
     def ReleaseDir(self, r: pb.FileRequest, context: Context) -> pb.Status:
         return self._run(context, pb.Status, "releasedir", lambda fs: fs.releasedir(r.fh))
 
     def FsyncDir(self, r: pb.FsyncRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "fsyncdir",
-                         lambda fs: fs.fsync(r.fh, r.datasync, kind="dir", handle=r.handle))
+        return self._run(
+            context,
+            pb.Status,
+            "fsyncdir",
+            lambda fs: fs.fsync(r.fh, r.datasync, kind="dir", handle=r.handle),
+        )
 
 
 def _dir_reply(records: Sequence[Record], eof: bool) -> pb.ReadDirReply:

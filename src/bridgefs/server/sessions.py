@@ -101,14 +101,19 @@ class SessionRegistry:
     def reap(self, now: float | None = None) -> list[Session]:
         now = time.monotonic() if now is None else now
         with self._lock:
-            idle = [s for s in self._sessions.values()
-                    if s.idle_since(now) > self.limits.idle_timeout]
+            idle = [
+                s for s in self._sessions.values() if s.idle_since(now) > self.limits.idle_timeout
+            ]
             for session in idle:
                 del self._sessions[session.token]
         for session in idle:
-            log.info("session %s (%s, share %s) reaped after %.0f s idle", session.short,
-                     session.client_name or session.peer, session.share.name,
-                     self.limits.idle_timeout)
+            log.info(
+                "session %s (%s, share %s) reaped after %.0f s idle",
+                session.short,
+                session.client_name or session.peer,
+                session.share.name,
+                self.limits.idle_timeout,
+            )
             session.close()
         return idle
 

@@ -43,8 +43,10 @@ class Share:
 
 def check_share_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise ValueError(f"bad share name {name!r}: use letters, digits, '.', '_', '-' "
-                         f"(up to 64, starting with a letter or digit)")
+        raise ValueError(
+            f"bad share name {name!r}: use letters, digits, '.', '_', '-' "
+            f"(up to 64, starting with a letter or digit)"
+        )
     return name
 
 
@@ -73,8 +75,9 @@ def open_shares(spec: dict[str, tuple[str, bool]]) -> dict[str, Share]:
             try:
                 shares[name] = Share(name, real, bool(read_only)).open()
             except OSError as exc:
-                raise OSError(exc.errno, f"share {name!r}: cannot open {real!r}: "
-                                         f"{exc.strerror}") from exc
+                raise OSError(
+                    exc.errno, f"share {name!r}: cannot open {real!r}: {exc.strerror}"
+                ) from exc
     except BaseException:
         for share in shares.values():
             share.close()

@@ -37,11 +37,20 @@ def _check(result: int, what: str) -> None:
 def _setup() -> None:
     _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     _libc.fallocate.restype = ctypes.c_int
-    _libc.fchownat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
-                               ctypes.c_int]
+    _libc.fchownat.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint32,
+        ctypes.c_uint32,
+        ctypes.c_int,
+    ]
     _libc.fchownat.restype = ctypes.c_int
-    _libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec),
-                                ctypes.c_int]
+    _libc.utimensat.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.POINTER(_Timespec),
+        ctypes.c_int,
+    ]
     _libc.utimensat.restype = ctypes.c_int
     _libc.syncfs.argtypes = [ctypes.c_int]
     _libc.syncfs.restype = ctypes.c_int
@@ -58,9 +67,14 @@ def renameat2(olddirfd: int, oldname: bytes, newdirfd: int, newname: bytes, flag
         fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         result = fn(olddirfd, oldname, newdirfd, newname, flags)
     else:
-        result = _libc.syscall(_SYS_RENAMEAT2, ctypes.c_int(olddirfd), ctypes.c_char_p(oldname),
-                               ctypes.c_int(newdirfd), ctypes.c_char_p(newname),
-                               ctypes.c_uint(flags))
+        result = _libc.syscall(
+            _SYS_RENAMEAT2,
+            ctypes.c_int(olddirfd),
+            ctypes.c_char_p(oldname),
+            ctypes.c_int(newdirfd),
+            ctypes.c_char_p(newname),
+            ctypes.c_uint(flags),
+        )
     _check(result, "renameat2")
 
 
@@ -70,15 +84,26 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
 
 def fchown_node(fd: int, uid: int, gid: int) -> None:
     """chown the node an O_PATH fd names (a symlink itself, not its target); -1 keeps a field."""
-    _check(_libc.fchownat(fd, b"", uid & 0xFFFFFFFF, gid & 0xFFFFFFFF,
-                          AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW), "fchownat")
+    _check(
+        _libc.fchownat(
+            fd, b"", uid & 0xFFFFFFFF, gid & 0xFFFFFFFF, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+        ),
+        "fchownat",
+    )
 
 
-def utimens_node(fd: int, atime_ns: int | None, mtime_ns: int | None, *, atime_now: bool = False,
-                 mtime_now: bool = False) -> None:
+def utimens_node(
+    fd: int,
+    atime_ns: int | None,
+    mtime_ns: int | None,
+    *,
+    atime_now: bool = False,
+    mtime_now: bool = False,
+) -> None:
     """Set the times of the node an O_PATH fd names, never following a symlink.
 
     None leaves a time unchanged (UTIME_OMIT); ``*_now`` sets it to the current time."""
+
     def spec(ns: int | None, now: bool) -> _Timespec:
         if now:
             return _Timespec(0, UTIME_NOW)

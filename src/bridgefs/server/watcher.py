@@ -68,14 +68,25 @@ log = logging.getLogger("bridgefs.server")
 
 # watchdog warns (with its whole watch table) when a directory made during its recursive scan gets
 # watched twice; the second watch is harmless and the warning would flood the server's log.
-warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning,
-                        module=r"watchdog\.")
+warnings.filterwarnings(
+    "ignore", message="Callback with id", category=RuntimeWarning, module=r"watchdog\."
+)
 
 WATCHING_CHANGE: Change = (WATCHING, (), (), False)
 # Only what becomes a change: fewer kernel events per file written (no opens, no closes without
 # a write, no "directory modified" for every entry) means fewer kernel queue overflows in a burst.
-EVENTS = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileModifiedEvent,
-          FileAttribEvent, DirAttribEvent, FileMovedEvent, DirMovedEvent, FileClosedEvent]
+EVENTS = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    DirAttribEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+]
 CLOSE_WINDOW = 0.05  # a close this soon after the file's MODIFIED/CREATED adds nothing
 _RECENT_LIMIT = 4096
 
@@ -124,7 +135,8 @@ class ShareWatch(FileSystemEventHandler):
             return False
         observer = self.observer
         return observer is None or (
-            observer.is_alive() and all(e.is_alive() for e in observer.emitters))
+            observer.is_alive() and all(e.is_alive() for e in observer.emitters)
+        )
 
     def stop(self) -> None:
         with self._start_lock:
@@ -229,8 +241,11 @@ def _stop(observer: BaseObserver) -> None:
 class WatchHub:
     """The server's watches: share name -> ShareWatch, while any stream watches it."""
 
-    def __init__(self, queue_limit: int = QUEUE_LIMIT,
-                 observer_factory: Callable[[], BaseObserver] = Observer):
+    def __init__(
+        self,
+        queue_limit: int = QUEUE_LIMIT,
+        observer_factory: Callable[[], BaseObserver] = Observer,
+    ):
         self.queue_limit = queue_limit
         self.observer_factory = observer_factory
         self._lock = threading.Lock()
@@ -251,7 +266,8 @@ class WatchHub:
             sw = self._watches.get(session.share.name)
             if sw is None:
                 sw = self._watches[session.share.name] = ShareWatch(
-                    session.share, self.observer_factory)
+                    session.share, self.observer_factory
+                )
             sw.subs += (sub,)
             sub.watch = sw
         if old is not None:

@@ -76,8 +76,9 @@ class Writers:
                 while len(self._open) > self._limit:
                     old += self._pop(next(iter(self._open)))
                 if self._sweeper is None:
-                    self._sweeper = threading.Thread(target=self._sweep, daemon=True,
-                                                     name="bridgefs-writers")
+                    self._sweeper = threading.Thread(
+                        target=self._sweep, daemon=True, name="bridgefs-writers"
+                    )
                     self._sweeper.start()
         self._close(old)
 
@@ -127,6 +128,7 @@ class Writers:
             with self._lock:
                 if self._closed:
                     return
-                fds = self._pop(*[h for h, slot in self._open.items()
-                                  if now - slot.last >= self._idle])
+                fds = self._pop(
+                    *[h for h, slot in self._open.items() if now - slot.last >= self._idle]
+                )
             self._close(fds)
