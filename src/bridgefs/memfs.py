@@ -155,6 +155,20 @@ class Node:
         return stat.S_ISDIR(self.mode)
 
     @property
+    def names(self) -> dict[bytes, tuple[int, int]]:
+        """A directory's entries (ENOTDIR for any other node)."""
+        if self.entries is None:
+            raise FsError(errno.ENOTDIR)
+        return self.entries
+
+    @property
+    def data(self) -> Content:
+        """A regular file's content (EINVAL for any other node)."""
+        if self.content is None:
+            raise FsError(errno.EINVAL)
+        return self.content
+
+    @property
     def size(self) -> int:
         if self.content is not None:
             return self.content.size
@@ -251,7 +265,7 @@ class MemFS(FileSystem):
         return node
 
     def _child(self, parent: Node, name: bytes) -> Node:
-        slot = parent.entries.get(name)
+        slot = parent.names.get(name)
         if slot is None:
             raise FsError(errno.ENOENT)
         return self._nodes[slot[0]]
@@ -261,13 +275,13 @@ class MemFS(FileSystem):
         return Entry(node.ino, node.attr(), self.entry_timeout, self.attr_timeout)
 
     def _insert(self, parent: Node, name: bytes, ino: int, now: int) -> None:
-        parent.entries[name] = (ino, parent.next_cookie)
+        parent.names[name] = (ino, parent.next_cookie)
         parent.next_cookie += 1
         parent.modified(now)
 
     def _claim(self, parent: Node, name: bytes) -> None:
         # "." and ".." resolve in lookup(), so to the creating calls they exist as well.
-        if name in parent.entries or name in (b".", b".."):
+        if name in parent.names or name in (b".", b".."):
             raise FsError(errno.EEXIST)
 
     def _make(self, ctx: Context, parent: Node, name: bytes, mode: int, **fields) -> Entry:
@@ -354,7 +368,7 @@ class MemFS(FileSystem):
                 return self._entry(d)
             if name == b"..":
                 return self._entry(self._node(d.parent))
-            slot = d.entries.get(name)
+            slot = d.names.get(name)
             if slot is not None:
                 return self._entry(self._nodes[slot[0]])
         if self.negative_timeout > 0:
@@ -413,7 +427,7 @@ class MemFS(FileSystem):
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             now = time.time_ns()
-            del d.entries[name]
+            del d.names[name]
             d.modified(now)
             self._drop_link(node, d, now)
 
@@ -427,7 +441,7 @@ class MemFS(FileSystem):
             if node.entries:
                 raise FsError(errno.ENOTEMPTY)
             now = time.time_ns()
-            del d.entries[name]
+            del d.names[name]
             d.modified(now)
             self._drop_link(node, d, now)
 
@@ -445,7 +459,7 @@ class MemFS(FileSystem):
             old_dir = self._dir(parent)
             new_dir = self._live_dir(new_parent)
             src = self._child(old_dir, name)
-            slot = new_dir.entries.get(new_name)
+            slot = new_dir.names.get(new_name)
             dst = self._nodes[slot[0]] if slot else None
             if dst is not None and flags & RENAME_NOREPLACE:
                 raise FsError(errno.EEXIST)
@@ -466,19 +480,19 @@ class MemFS(FileSystem):
                     raise FsError(errno.ENOTEMPTY)
 
             now = time.time_ns()
-            src_cookie = old_dir.entries[name][1]
-            if exchange:
+            src_cookie = old_dir.names[name][1]
+            if exchange and dst is not None and slot is not None:
                 # Both names keep their readdir positions; only the inodes behind them swap.
-                old_dir.entries[name] = (dst.ino, src_cookie)
-                new_dir.entries[new_name] = (src.ino, slot[1])
+                old_dir.names[name] = (dst.ino, src_cookie)
+                new_dir.names[new_name] = (src.ino, slot[1])
                 self._reparent(dst, new_dir, old_dir)
                 dst.ctime = now
             else:
-                del old_dir.entries[name]
-                if dst is None:
+                del old_dir.names[name]
+                if dst is None or slot is None:
                     self._insert(new_dir, new_name, src.ino, now)
                 else:
-                    new_dir.entries[new_name] = (src.ino, slot[1])
+                    new_dir.names[new_name] = (src.ino, slot[1])
                     self._drop_link(dst, new_dir, now)
             self._reparent(src, old_dir, new_dir)
             src.ctime = now
@@ -610,7 +624,7 @@ class MemFS(FileSystem):
         _check_name(name)
         with self._lock:
             d = self._live_dir(parent)
-            slot = d.entries.get(name)
+            slot = d.names.get(name)
             if slot is None:
                 entry = self._make(ctx, d, name, stat.S_IFREG | stat.S_IMODE(mode))
                 return entry, self._open(self._nodes[entry.ino], Opened(keep_cache=self.keep_cache))
@@ -631,7 +645,7 @@ class MemFS(FileSystem):
                 raise FsError(errno.EINVAL)
             if size > 0:
                 node.accessed(time.time_ns())
-            return node.content.read(offset, size)
+            return node.data.read(offset, size)
 
     def write(self, ctx: Context, ino: int, fh: int, offset: int, data: bytes, flags: int) -> int:
         with self._lock:
@@ -639,7 +653,7 @@ class MemFS(FileSystem):
             if offset < 0:
                 raise FsError(errno.EINVAL)
             if data:  # a zero-length write changes nothing, timestamps included
-                node.content.write(offset, data)
+                node.data.write(offset, data)
                 node.modified(time.time_ns())
             return len(data)
 
@@ -666,16 +680,16 @@ class MemFS(FileSystem):
             keep_size = mode & FALLOC_FL_KEEP_SIZE
             kind = mode & ~FALLOC_FL_KEEP_SIZE
             if kind == FALLOC_FL_PUNCH_HOLE and keep_size or kind == FALLOC_FL_ZERO_RANGE:
-                node.content.zero(offset, end)
+                node.data.zero(offset, end)
             elif kind != 0:  # includes a punch without KEEP_SIZE, which vfs_fallocate() refuses
                 raise FsError(errno.EOPNOTSUPP)
-            if not keep_size and end > node.content.size:
-                node.content.truncate(end)  # grows: the new range reads as zeros
+            if not keep_size and end > node.data.size:
+                node.data.truncate(end)  # grows: the new range reads as zeros
             node.modified(time.time_ns())
 
     def lseek(self, ctx: Context, ino: int, fh: int, offset: int, whence: int) -> int:
         with self._lock:
-            size = self._file(fh, ino).content.size
+            size = self._file(fh, ino).data.size
         if whence not in (SEEK_DATA, SEEK_HOLE):
             raise FsError(errno.EINVAL)
         # No real holes are tracked: all of the file is data and the one hole is at EOF.
@@ -702,12 +716,12 @@ class MemFS(FileSystem):
             dst = self._file(fh_out, ino_out)
             if off_in < 0 or off_out < 0 or length < 0:
                 raise FsError(errno.EINVAL)
-            count = max(0, min(length, src.content.size - off_in))
+            count = max(0, min(length, src.data.size - off_in))
             if src is dst and off_in < off_out + count and off_out < off_in + count:
                 raise FsError(errno.EINVAL)  # as generic_copy_file_checks() does for overlaps
             for done in range(0, count, COPY_PIECE):
-                piece = src.content.read(off_in + done, min(COPY_PIECE, count - done))
-                dst.content.write(off_out + done, piece)
+                piece = src.data.read(off_in + done, min(COPY_PIECE, count - done))
+                dst.data.write(off_out + done, piece)
             if count:
                 now = time.time_ns()
                 src.accessed(now)
@@ -732,7 +746,7 @@ class MemFS(FileSystem):
             if d.nlink == 0:
                 return iter(())  # a removed directory lists nothing, not even "." and ".."
             records = [(b".", d.ino, DOT_COOKIE), (b"..", d.parent, DOTDOT_COOKIE)]
-            records += [(name, child, cookie) for name, (child, cookie) in d.entries.items()]
+            records += [(name, child, cookie) for name, (child, cookie) in d.names.items()]
             snapshot = [
                 (name, child, stat.S_IFMT(self._nodes[child].mode) >> 12, cookie)
                 for name, child, cookie in records
