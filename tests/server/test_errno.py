@@ -1,11 +1,16 @@
 """Failures come back as the host's own errno, in the reply's errno field."""
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
 
 import grpc
 import pytest
+
+from mounting import bridgefs_server
+from serverkit import Raw
 
 from bridgefs.rpc import CAPABILITIES, PROTOCOL_VERSION, pb, pb_grpc
 
@@ -76,12 +81,30 @@ def test_host_errnos_pass_through(tree, raw):
     assert client.Release(handle=file_h, fh=fh).errno == errno.EBADF
 
 
-def test_permission_errors_are_the_hosts(tree, raw):
+@contextlib.contextmanager
+def _refused_by_permission_bits(share):
+    """The address of a server on ``share`` that permission bits refuse.  As root (where tests
+    run in CI) a server of its own without the capabilities that override them: the server
+    obeys whatever the host's kernel says to whoever runs it."""
+    listen = f"unix:{share.parent / 'unprivileged.sock'}"
+    wrap = None
     if os.geteuid() == 0:
-        pytest.skip("root is not refused by permission bits")
+        wrap = [shutil.which("setpriv") or pytest.fail("setpriv is missing: install util-linux"),
+                "--bounding-set", "-dac_override,-dac_read_search"]
+    with bridgefs_server({"s": str(share)}, listen, wrap=wrap) as (address, _):
+        yield address
+
+
+def test_permission_errors_are_the_hosts(tree):
     share, _ = tree
     (share / "locked").write_bytes(b"x")
     os.chmod(share / "locked", 0)
-    client = raw()
-    h = client.handle(1, b"locked")
-    assert client.Open(handle=h, flags=os.O_RDONLY).errno == errno.EACCES
+    with _refused_by_permission_bits(share) as address:
+        client = Raw(address, "s")
+        try:
+            h = client.handle(1, b"locked")
+            assert client.Open(handle=h, flags=os.O_RDONLY).errno == errno.EACCES
+            readable = client.handle(1, b"file")  # the bits allow it: only they decide
+            assert client.Open(handle=readable, flags=os.O_RDONLY).errno == 0
+        finally:
+            client.close()
