@@ -85,8 +85,10 @@ def private_server(hostdir: str) -> Iterator[str]:
         [sys.executable, "-m", "bridgefs", "serve", "--share", f"share={os.path.abspath(hostdir)}",
          "--listen", address], stdout=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=_die_with_parent)
+    stdout = server.stdout
+    assert stdout is not None  # (stdout=PIPE)
     try:
-        line = server.stdout.readline()
+        line = stdout.readline()
         if "listening on" not in line:
             raise OSError(f"the bridgefs server did not start (exit status {server.wait()})")
         yield address
@@ -98,7 +100,7 @@ def private_server(hostdir: str) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-        server.stdout.close()
+        stdout.close()
         shutil.rmtree(private, ignore_errors=True)
 
 
