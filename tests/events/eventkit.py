@@ -8,6 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+
+from waiting import PATIENCE, inotify_watched_inodes, wait_until
 
 
 def status(mnt) -> dict:
@@ -32,27 +35,51 @@ def stats(mnt, reset: bool = False) -> dict:
     return json.loads(out.stdout) if not reset else {}
 
 
-def wait_for_events(mnt, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if status(mnt).get("events") == "flowing":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the change stream of {mnt} did not come up: {status(mnt)}")
+def resident_bytes(path) -> int:
+    """How much of ``path`` is in the page cache (`fincore`: mincore, so nothing is read)."""
+    out = subprocess.run(["fincore", "--json", "--bytes", "--noheadings", "--output", "RES",
+                          str(path)], capture_output=True, text=True, check=True)
+    return int(json.loads(out.stdout)["fincore"][0]["res"])
 
 
-def wait_settled(mnt, quiet: float = 1.0, timeout: float = 120) -> dict:
-    """Wait until the client has applied every change sent so far (none came for ``quiet`` s)."""
-    deadline = time.monotonic() + timeout
-    last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
-        now = status(mnt)
-        if now.get("received") != last:
-            last, since = now.get("received"), time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return now
-        time.sleep(0.1)
-    raise AssertionError(f"changes kept coming for {timeout} s: {status(mnt)}")
+def wait_for_events(mnt, timeout: float = PATIENCE) -> None:
+    wait_until(lambda: status(mnt).get("events") == "flowing", timeout,
+               what=f"the change stream of {mnt} comes up", every=0.1)
+
+
+# What one wait_settled adds to the client's `received` count: its marker's CREATED and DELETED.
+SETTLE_CHANGES = 2
+SETTLE_PREFIX = ".settled-"
+
+
+def wait_settled(host, mnt, timeout: float = 300) -> dict:
+    """Wait until the client has applied every change the server sent before this call; returns
+    the mount's status then.
+
+    A marker directory is made on the host and removed again.  The server reports changes in
+    order and the client applies them in order, so once the mount has seen the marker come (its
+    absent name, cached for as long as changes flow, shows up) and go, every earlier change was
+    applied.  The marker's path starts with SETTLE_PREFIX and adds SETTLE_CHANGES to
+    `received`; a watcher inside the mount may hear it."""
+    host, mnt = pathlib.Path(host), pathlib.Path(mnt)
+    before = status(mnt)
+    # With short caches an absent name is asked for again every time: showing up proves nothing.
+    assert before.get("events") == "flowing", before
+    marker = f"{SETTLE_PREFIX}{uuid.uuid4().hex[:12]}"
+    assert not (mnt / marker).exists()  # the kernel now caches its absence until the change
+    os.mkdir(host / marker)
+    wait_until(lambda: (mnt / marker).exists()
+               and status(mnt)["received"] >= before["received"] + 1, timeout,
+               what=f"the client applies every change up to {marker}'s creation")
+    os.rmdir(host / marker)
+    wait_until(lambda: not (mnt / marker).exists()
+               and status(mnt)["received"] >= before["received"] + SETTLE_CHANGES, timeout,
+               what=f"the client applies the removal of {marker}")
+    return status(mnt)
+
+
+def not_settling(path: str) -> bool:
+    return not os.path.basename(path).startswith(SETTLE_PREFIX)
 
 
 class Inotifywait:
@@ -75,28 +102,30 @@ class Inotifywait:
             events, _, path = line.rstrip("\n").partition("|")
             self.events.put((set(events.split(",")), os.path.relpath(path, self.root)))
 
-    def expect(self, event: str, path: str, timeout: float = 10) -> set:
-        """Wait for ``event`` on ``path``; returns that event's flags."""
+    def until(self, event: str, path: str, timeout: float = PATIENCE) -> list:
+        """Every event up to and including the first ``event`` on ``path``."""
         deadline = time.monotonic() + timeout
         seen = []
-        while time.monotonic() < deadline:
+        while True:
             try:
                 flags, got = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                break
-            seen.append((sorted(flags), got))
+                raise AssertionError(f"no {event} for {path} within {timeout} s; saw "
+                                     f"{[(sorted(f), p) for f, p in seen]}") from None
+            seen.append((flags, got))
             if event in flags and got == path:
-                return flags
-        raise AssertionError(f"no {event} for {path}; saw {seen}")
+                return seen
 
-    def drain(self, settle: float = 0.5) -> list:
-        out = []
-        while True:
-            try:
-                flags, path = self.events.get(timeout=settle)
-            except queue.Empty:
-                return out
-            out.append((flags, path))
+    def expect(self, event: str, path: str, timeout: float = PATIENCE) -> set:
+        """Wait for ``event`` on ``path``; returns that event's flags."""
+        return self.until(event, path, timeout)[-1][0]
+
+    def watching(self, path, timeout: float = PATIENCE) -> None:
+        """Wait until inotifywait watches the directory ``path`` (with -r it adds a watch for
+        each new directory once it hears of it)."""
+        ino = os.stat(path).st_ino
+        wait_until(lambda: ino in (inotify_watched_inodes(self.proc.pid) or ()), timeout,
+                   what=f"inotifywait watches {path}")
 
     def close(self):
         self.proc.terminate()

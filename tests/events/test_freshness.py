@@ -61,7 +61,7 @@ def test_second_walk_and_second_read_cost_no_round_trip(watched_share):
         sub.mkdir(parents=True)
         for i in range(100):
             (sub / f"mod{i:03}.js").write_text(f"export const v = {d * 100 + i};\n")
-    wait_settled(mnt, quiet=3)  # the creations above stream in as changes: let them all apply
+    wait_settled(host, mnt)  # the creations above stream in as changes: let them all apply
     walk = ["find", str(mnt), "-printf", "%s %m\n"]
     import subprocess
 

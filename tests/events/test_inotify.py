@@ -1,7 +1,8 @@
 """Watchers inside the mount hear host-side changes, with the right names and kinds."""
 
 import os
-import time
+
+from eventkit import wait_settled
 
 
 def test_host_changes_reach_inotifywait(watched_share, inotify):
@@ -11,8 +12,7 @@ def test_host_changes_reach_inotifywait(watched_share, inotify):
     inotify.expect("CREATE", "a")
     # inotifywait -r adds watches for new directories as it sees them; give it the tree first
     os.listdir(mnt / "a" / "b" / "c")
-    time.sleep(0.3)
-    inotify.drain(0.3)
+    inotify.watching(mnt / "a" / "b" / "c")
 
     (deep / "new.txt").write_text("one")
     assert "ISDIR" not in inotify.expect("CREATE", "a/b/c/new.txt")
@@ -51,12 +51,13 @@ def test_changes_through_the_mount_are_heard_once(watched_share, inotify):
     host, mnt = watched_share
     (mnt / "dir").mkdir()
     inotify.expect("CREATE", "dir")
-    time.sleep(0.3)  # inotifywait -r puts its watch on the new directory
+    inotify.watching(mnt / "dir")
     (mnt / "local.txt").write_text("x")
     os.rename(mnt / "local.txt", mnt / "dir" / "moved.txt")
     os.unlink(mnt / "dir" / "moved.txt")
-    time.sleep(1.5)  # let any echo from the server arrive, if it (wrongly) came
-    events = inotify.drain(0.5)
+    wait_settled(host, mnt)  # an echo from the server, if one (wrongly) came, is replayed by now
+    (mnt / "end").mkdir()  # every replay is in inotifywait's queue before this event
+    events = inotify.until("CREATE", "end")
     creates = [p for flags, p in events if "CREATE" in flags and p == "local.txt"]
     deletes = [p for flags, p in events if "DELETE" in flags and p == "dir/moved.txt"]
     moves = [p for flags, p in events if "MOVED_TO" in flags]

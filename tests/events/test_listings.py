@@ -21,7 +21,7 @@ def _host_tree(host, top=10, sub=10, files=5):
 def test_a_walk_lists_many_directories_per_round_trip(watched_share):
     host, mnt = watched_share
     _host_tree(host)  # 111 directories, 500 files
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches(2)  # the kernel forgets every name and listing
     stats(mnt, reset=True)
     walked = subprocess.run(["find", str(mnt), "-printf", "%P %s\n"], capture_output=True,
@@ -36,14 +36,14 @@ def test_a_walk_lists_many_directories_per_round_trip(watched_share):
 def test_a_listing_fetched_ahead_is_not_served_after_a_host_change(watched_share):
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings d0/, d0/e0/... along
     (host / "d0" / "e0" / "new.txt").write_text("new")
     (host / "d0" / "e1" / "f0.txt").unlink()
     (host / "d1" / "e0" / "f2.txt").write_text("longer than before")
     os.rename(host / "d1" / "e1", host / "d1" / "moved")
-    wait_settled(mnt, quiet=1)
+    wait_settled(host, mnt)
     assert sorted(os.listdir(mnt / "d0" / "e1")) == ["f1.txt", "f2.txt"]
     assert sorted(os.listdir(mnt / "d0" / "e0")) == ["f0.txt", "f1.txt", "f2.txt", "new.txt"]
     assert sorted(os.listdir(mnt / "d1")) == ["e0", "moved"]
@@ -55,7 +55,7 @@ def test_a_listing_fetched_ahead_is_not_served_after_a_host_change(watched_share
 def test_a_listing_fetched_ahead_is_not_served_after_a_change_through_the_mount(watched_share):
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]
     sub = mnt / "d0" / "e0"
@@ -68,7 +68,7 @@ def test_a_listing_fetched_ahead_is_not_served_after_a_change_through_the_mount(
 def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_share):
     host, mnt = watched_share
     _host_tree(host, top=2, sub=2, files=3)
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches(2)  # the kernel forgets every name and listing
     assert sorted(os.listdir(mnt)) == ["d0", "d1"]  # brings the listings below along
     stats(mnt, reset=True)
@@ -81,7 +81,7 @@ def test_lookups_below_a_listed_directory_are_answered_from_the_listing(watched_
     assert too_long.value.errno == errno.ENAMETOOLONG
     # a name that appears on the host afterwards is found, though the listing lacked it
     (host / "d1" / "e1" / "late.js").write_text("x")
-    wait_settled(mnt, quiet=1)
+    wait_settled(host, mnt)
     assert os.path.exists(mnt / "d1" / "e1" / "late.js")
     (mnt / "d0" / "e0" / "made-here.js").write_text("y")  # and one made through the mount
     assert (mnt / "d0" / "e0" / "made-here.js").read_text() == "y"
@@ -103,5 +103,5 @@ def test_filling_a_directory_made_here_costs_no_lookup(watched_share):
     assert len(os.listdir(made)) == 199
     # once a host program changes the directory, its names are asked for again
     (host / "out" / "from-host.o").write_bytes(b"h")
-    wait_settled(mnt, quiet=1)
+    wait_settled(host, mnt)
     assert os.path.exists(made / "from-host.o")

@@ -2,9 +2,9 @@
 many files, and a content fetched ahead is never served once the file changed."""
 
 import os
-import time
 
-from eventkit import drop_kernel_caches, stats, wait_settled
+from eventkit import drop_kernel_caches, resident_bytes, stats, wait_settled
+from waiting import wait_until
 
 
 def _files(host, dirs=3, files=50):
@@ -19,7 +19,7 @@ def _first_read_of_a_cold_directory(host, mnt, files):
     """A directory of ``files`` small files, listed through the mount (the kernel learns every
     file) with nothing cached, then its first file read: the others are read ahead."""
     _files(host, dirs=1, files=files)
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches()
     sub = mnt / "dir0"
     names = sorted(os.listdir(sub))
@@ -39,7 +39,7 @@ def _read_all(root):
 def test_reading_small_files_costs_a_round_trip_per_many_files(watched_share):
     host, mnt = watched_share
     _files(host)
-    wait_settled(mnt, quiet=2)
+    wait_settled(host, mnt)
     drop_kernel_caches()
     stats(mnt, reset=True)
     assert _read_all(mnt) == _read_all(host)
@@ -55,7 +55,7 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
     new = bytes(reversed(old))  # same size
     (host / "dir0" / names[1]).write_bytes(new)
     (sub / names[2]).write_bytes(b"written through the mount")
-    wait_settled(mnt, quiet=1)
+    wait_settled(host, mnt)
     assert (sub / names[1]).read_bytes() == new
     assert (sub / names[2]).read_bytes() == b"written through the mount"
     assert (sub / names[3]).read_bytes() == (host / "dir0" / names[3]).read_bytes()
@@ -64,7 +64,9 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_new(watched_share):
 def test_files_read_ahead_are_in_the_page_cache_before_they_are_read(watched_share):
     host, mnt = watched_share
     sub, names = _first_read_of_a_cold_directory(host, mnt, files=40)
-    time.sleep(1)  # the contents are pushed from a thread of their own
+    # The contents are pushed from a thread of their own: wait until they are in.
+    wait_until(lambda: all(resident_bytes(sub / name) > 0 for name in names[1:]),
+               what="the pages of the files read ahead are in the page cache")
     stats(mnt, reset=True)
     for name in names[1:]:
         assert (sub / name).read_bytes() == (host / "dir0" / name).read_bytes()

@@ -11,6 +11,8 @@ import time
 
 import pytest
 from watchdog.events import FileSystemEventHandler
+from eventkit import wait_settled
+from waiting import inotify_watched_inodes, wait_until
 from watchdog.observers import Observer
 
 NODE_DIR = pathlib.Path(__file__).parent / "node"
@@ -43,14 +45,16 @@ class Recorder(FileSystemEventHandler):
 def test_python_watchdog_hears_host_changes(watched_share):
     host, mnt = watched_share
     (host / "pkg" / "sub").mkdir(parents=True)
-    time.sleep(0.5)
+    wait_settled(host, mnt)  # their creations are in: the observer starts on a quiet tree
     os.listdir(mnt / "pkg" / "sub")
     recorder = Recorder(mnt)
     observer = Observer()
     observer.schedule(recorder, str(mnt), recursive=True)
     observer.start()
     try:
-        time.sleep(0.3)
+        sub = os.stat(mnt / "pkg" / "sub").st_ino
+        wait_until(lambda: sub in (inotify_watched_inodes(os.getpid()) or ()),
+                   what="the observer watches pkg/sub")
         target = host / "pkg" / "sub" / "module.py"
         target.write_text("x = 1\n")
         recorder.expect("created", "pkg/sub/module.py", is_dir=False)
