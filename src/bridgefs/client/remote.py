@@ -18,9 +18,9 @@ only when size, mtime and ctime are what this client saw at its previous open of
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,9 +29,10 @@ from bridgefs.client.convert import Owner, attr_of, statfs_of
 from bridgefs.client.dirbuf import Record
 from bridgefs.client.facts import NO_FACTS, ReplyFacts
 from bridgefs.client.listings import Listings
+from bridgefs.client.node_writes import NodeWrites
 from bridgefs.client.releases import ReleaseQueue
 from bridgefs.client.session import ServerSession
-from bridgefs.client.writes import PendingWrite, WriteBehind
+from bridgefs.client.writes import WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW,
     Attr,
@@ -57,6 +58,28 @@ LISTDIR_BATCH = 4096
 # Records of subdirectories one listing brings along while caches are long: a walk of a tree
 # costs a round trip per this many records instead of one per directory.
 SUBTREE_RECORDS = 2048
+
+
+def caller_of(ctx: Context, mode: int = 0) -> pb.Caller:
+    """The caller of a request that makes a node or changes an owner or mode.  The FUSE header
+    has no supplementary groups; they are read from /proc only for the one decision the server
+    makes with them (a non-directory made with S_ISGID, which a setgid directory's group
+    decides), and then from the calling thread's status."""
+    caller = pb.Caller(uid=ctx.uid, gid=ctx.gid)
+    if mode & stat.S_ISGID and not stat.S_ISDIR(mode) and ctx.pid:
+        caller.groups.extend(_groups_of(ctx.pid))
+    return caller
+
+
+def _groups_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return [int(g) for g in line.split()[1:]]
+    except (OSError, ValueError):
+        pass  # gone already: without its groups the server keeps no S_ISGID it cannot vouch for
+    return []
 
 
 class RemoteFileSystem(FileSystem):
@@ -95,16 +118,17 @@ class RemoteFileSystem(FileSystem):
         self.opens = opens
         self.slow_timeout = slow_timeout
         self.facts: ReplyFacts = NO_FACTS
-        self._writes = WriteBehind()
+        queue = WriteBehind()
         self.session = ServerSession(
             address,
             share,
-            self._writes,
+            queue,
             timeout=timeout,
             connect_timeout=connect_timeout,
             client_name=client_name,
         )
         self._stub = self.session.stub
+        self.writes = NodeWrites(self.session, queue)
         self.read_only = read_only or self.session.read_only
         self.max_io = self.session.max_io
         self.max_nodes = self.session.max_nodes
@@ -205,7 +229,7 @@ class RemoteFileSystem(FileSystem):
     def _stop_senders(self) -> None:
         if self._releases is not None:
             self._releases.close()  # queued releases are moot: Goodbye closes every file
-        self._writes.close()
+        self.writes.close()
 
     def __enter__(self) -> RemoteFileSystem:
         return self
@@ -282,7 +306,12 @@ class RemoteFileSystem(FileSystem):
                 parent,
                 self._stub.MkNod,
                 pb.MkNodRequest(
-                    parent=self._h(parent), name=name, mode=mode, rdev=rdev, umask=umask
+                    parent=self._h(parent),
+                    name=name,
+                    mode=mode,
+                    rdev=rdev,
+                    umask=umask,
+                    caller=caller_of(ctx, mode),
                 ),
             ).entry
         )
@@ -293,7 +322,13 @@ class RemoteFileSystem(FileSystem):
             self._in_dir(
                 parent,
                 self._stub.MkDir,
-                pb.MkDirRequest(parent=self._h(parent), name=name, mode=mode, umask=umask),
+                pb.MkDirRequest(
+                    parent=self._h(parent),
+                    name=name,
+                    mode=mode,
+                    umask=umask,
+                    caller=caller_of(ctx),
+                ),
             ).entry
         )
 
@@ -303,7 +338,9 @@ class RemoteFileSystem(FileSystem):
             self._in_dir(
                 parent,
                 self._stub.Symlink,
-                pb.SymlinkRequest(parent=self._h(parent), name=name, target=target),
+                pb.SymlinkRequest(
+                    parent=self._h(parent), name=name, target=target, caller=caller_of(ctx)
+                ),
             ).entry
         )
 
@@ -361,7 +398,9 @@ class RemoteFileSystem(FileSystem):
 
     def setattr(self, ctx: Context, ino: int, changes: SetAttr, fh: int | None) -> AttrReply:
         self._writable()
-        request = pb.SetAttrRequest(handle=self._h(ino), kill_suidgid=changes.kill_suidgid)
+        request = pb.SetAttrRequest(
+            handle=self._h(ino), kill_suidgid=changes.kill_suidgid, caller=caller_of(ctx)
+        )
         if fh:
             request.fh = fh
         if changes.mode is not None:
@@ -443,6 +482,7 @@ class RemoteFileSystem(FileSystem):
             umask=umask,
             flags=flags,
             no_handle=not self.opens,
+            caller=caller_of(ctx, stat.S_IFREG | mode),
         )
         try:
             reply = self._in_dir(parent, self._stub.Create, request)
@@ -473,66 +513,20 @@ class RemoteFileSystem(FileSystem):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def write(self, ctx: Context, ino: int, fh: int, offset: int, data: bytes, flags: int) -> int:
-        """Queued and answered at once (see writes.py): a failure is raised by the next write,
-        flush or fsync of ``fh``.  Writes wait for the server's answer when no FLUSH will come
-        (no-open mode), and for the kernel's own dirty pages (it tracks their errors itself)."""
+        """Queued and answered at once while files are opened (a failure is raised by the next
+        write, flush or fsync of ``fh``); sent and waited for when no FLUSH will come (no-open
+        mode), and for the kernel's own dirty pages (it tracks their errors itself)."""
         self._writable()
         self._stamps.pop(ino, None)
-        if not isinstance(data, bytes):
-            data = bytes(data)  # it may wait in a queue: a buffer the caller reuses would change
-        handle = self._h(ino)
-        if flags & _WRITE_CACHE or not self.opens:
-            done = 0
-            while done < len(data):
-                chunk = data[done : done + self.max_io] if len(data) > self.max_io else data
-                written = self._send_write(
-                    self.session.epoch, handle, fh, offset + done, chunk, flags
-                )
-                done += written
-                if written < len(chunk):
-                    break
-            return done
-        epoch = self.session.epoch
-        node = (epoch, handle)
-        for start in range(0, len(data), self.max_io):
-            chunk = data[start : start + self.max_io] if len(data) > self.max_io else data
-            self._writes.submit(
-                PendingWrite(
-                    node,
-                    fh,
-                    offset + start,
-                    chunk,
-                    functools.partial(
-                        self._send_write, epoch, handle, fh, offset + start, chunk, flags
-                    ),
-                )
-            )
-        return len(data)
-
-    def _send_write(
-        self, epoch: int, handle: int, fh: int, offset: int, data: bytes, flags: int
-    ) -> int:
-        if epoch != self.session.epoch:
-            raise FsError(errno.EBADF)  # an open file of a session the server lost
-        return int(
-            self._call(
-                self._stub.Write,
-                pb.WriteRequest(handle=handle, fh=fh, offset=offset, data=data, flags=flags),
-            ).written
-        )
-
-    def _deferred_error(self, ino: int, fh: int, any_file: bool) -> int | None:
-        """After a drain: the error of a queued write not reported to ``fh`` yet (see
-        WriteBehind.take_error)."""
-        self._writes.drain()
-        return self._writes.take_error((self.session.epoch, self._h(ino)), fh, any_file)
+        queued = self.opens and not flags & _WRITE_CACHE
+        return self.writes.write(ino, fh, offset, data, flags, queued)
 
     def flush(self, ctx: Context, ino: int, fh: int, lock_owner: int) -> None:
         if not self.opens:
             # Writes are never held back then and locks are the VM kernel's own, so a close
             # has nothing to tell the server: ENOSYS makes the kernel stop sending FLUSH.
             raise FsError(errno.ENOSYS)
-        err = self._deferred_error(ino, fh, any_file=False)
+        err = self.writes.owed_error(ino, fh, any_file=False)
         try:
             self._call(
                 self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh, lock_owner=lock_owner)
@@ -561,7 +555,7 @@ class RemoteFileSystem(FileSystem):
         )
 
     def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
-        err = self._deferred_error(ino, fh, any_file=True)
+        err = self.writes.owed_error(ino, fh, any_file=True)
         try:
             self._call(
                 self._stub.Fsync,
