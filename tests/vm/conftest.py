@@ -113,7 +113,13 @@ class VM:
         finally:
             if f" {mnt} " not in g.sh("cat /proc/mounts")["out"]:
                 return  # the test unmounted it
-            done = g.sh(f"bridgefs umount {mnt}", uid=uid, check=False)
+            # The client's replay of the last host changes may still hold a file open there.
+            deadline = time.monotonic() + 20
+            while True:
+                done = g.sh(f"bridgefs umount {mnt}", uid=uid, check=False)
+                if done["rc"] == 0 or "busy" not in done["err"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             if done["rc"] != 0:
                 g.sh(f"bridgefs umount -z {mnt} || umount -l {mnt}", check=False)
                 pytest.fail(f"bridgefs umount {mnt} failed: {done['err']}")
