@@ -24,7 +24,8 @@ def test_checked_in_code_matches_the_proto(tmp_path):
         checked_in = gen.DEFAULT_OUT / name
         assert checked_in.exists(), f"{name} is missing: run python scripts/gen_proto.py"
         assert checked_in.read_text() == path.read_text(), (
-            f"{name} differs from proto/{gen.PROTO}: run python scripts/gen_proto.py")
+            f"{name} differs from proto/{gen.PROTO}: run python scripts/gen_proto.py"
+        )
 
 
 def test_generated_modules_import_inside_the_package():
@@ -36,3 +37,10 @@ def test_generated_modules_import_inside_the_package():
     service = pb.DESCRIPTOR.services_by_name["Files"]
     for method in service.methods:
         assert "errno" in method.output_type.fields_by_name, method.name
+
+
+def test_change_kinds_are_the_contracts_numbers():
+    from bridgefs.change_kinds import ChangeKind
+    from bridgefs.rpc import pb
+
+    assert {k.name: int(k) for k in ChangeKind} == dict(pb.Change.Kind.items())

@@ -3,12 +3,11 @@ this module (and the RemoteFileSystem calls that use it) handles a protocol mess
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any
 
+from bridgefs.change_kinds import ChangeKind
 from bridgefs.fuse.filesystem import Attr, StatFs
-from bridgefs.rpc import pb
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +48,6 @@ def statfs_of(r: Any) -> StatFs:
     )
 
 
-class ChangeKind(enum.Enum):
-    WATCHING = "watching"  # the stream is (again) complete from here on
-    OVERFLOW = "overflow"  # changes were lost: nothing cached can be trusted
-    CREATED = "created"
-    DELETED = "deleted"
-    MODIFIED = "modified"  # content
-    ATTRIB = "attrib"  # attributes alone
-    MOVED = "moved"
-
-
-_KINDS = {pb.Change.Kind.Value(k.name): k for k in ChangeKind}
-
-
 @dataclass(frozen=True, slots=True)
 class HostChange:
     """One change the server saw on the host; paths are name lists from the share's root."""
@@ -74,4 +60,4 @@ class HostChange:
 
 
 def change_of(c: Any) -> HostChange:
-    return HostChange(_KINDS[c.kind], tuple(c.path), tuple(c.dest), c.is_dir, c.errno)
+    return HostChange(ChangeKind(c.kind), tuple(c.path), tuple(c.dest), c.is_dir, c.errno)

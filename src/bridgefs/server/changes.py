@@ -1,7 +1,7 @@
 """From watchdog events (and watchdog's overflow log records) to Watch changes, and the bounded
 queue of one Watch stream.
 
-A change is a small tuple ``(kind, path, dest, is_dir)``: kind a ``pb.Change`` kind, path and dest
+A change is a small tuple ``(kind, path, dest, is_dir)``: kind a ``ChangeKind``, path and dest
 tuples of byte components relative to the share root (never absolute, never "." or "..").
 """
 
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from watchdog.events import FileSystemEvent, FileSystemMovedEvent
 
+from bridgefs.change_kinds import ChangeKind
 from bridgefs.rpc import pb
 
 if TYPE_CHECKING:
@@ -27,13 +28,13 @@ Path = tuple[bytes, ...]  # components below the share root
 Change = tuple[int, Path, Path, bool]  # (kind, path, dest, is_dir)
 
 WATCHING, CREATED, DELETED, MODIFIED, ATTRIB, MOVED, OVERFLOW = (
-    pb.Change.WATCHING,
-    pb.Change.CREATED,
-    pb.Change.DELETED,
-    pb.Change.MODIFIED,
-    pb.Change.ATTRIB,
-    pb.Change.MOVED,
-    pb.Change.OVERFLOW,
+    ChangeKind.WATCHING,
+    ChangeKind.CREATED,
+    ChangeKind.DELETED,
+    ChangeKind.MODIFIED,
+    ChangeKind.ATTRIB,
+    ChangeKind.MOVED,
+    ChangeKind.OVERFLOW,
 )
 CLOSED = -1  # a file open for writing was closed: a MODIFIED unless one was just reported
 GONE = -2  # the share root itself was deleted: the watch cannot go on
@@ -102,7 +103,7 @@ def message(change: Change, seq: int) -> pb.Change:
     kind, path, dest, is_dir = change
     # One of pb.Change's kinds: CLOSED and GONE are settled before a change is sent.
     return pb.Change(
-        kind=cast("pb.Change.Kind", kind), path=path, dest=dest, is_dir=is_dir, seq=seq
+        kind=cast("pb.Change.Kind", int(kind)), path=path, dest=dest, is_dir=is_dir, seq=seq
     )
 
 

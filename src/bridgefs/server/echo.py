@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self, TypeVar
 
-from bridgefs.rpc import pb
+from bridgefs.change_kinds import ChangeKind
 from bridgefs.server import at
 from bridgefs.server.confine import Name, Refused, check_name
 
@@ -46,7 +46,7 @@ TTL = 120.0
 LIMIT = 1 << 16
 STAMPS = 4
 
-CREATED, DELETED, MOVED = pb.Change.CREATED, pb.Change.DELETED, pb.Change.MOVED
+CREATED, DELETED, MOVED = ChangeKind.CREATED, ChangeKind.DELETED, ChangeKind.MOVED
 _ADD = frozenset((CREATED,))
 _REMOVE = frozenset((DELETED,))
 # A rename is reported as MOVED, or as DELETED + CREATED when the observer could not pair it.
@@ -131,8 +131,9 @@ _NOOP = _NoOp()
 
 
 class EchoLog:
-    def __init__(self, ttl: float = TTL, limit: int = LIMIT,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, ttl: float = TTL, limit: int = LIMIT, clock: Callable[[], float] = time.monotonic
+    ):
         self.ttl, self.limit, self.clock = ttl, limit, clock
         self._lock = threading.Lock()
         self._watching = 0
@@ -172,11 +173,15 @@ class EchoLog:
     def removed(self, dirfd: int, name: bytes) -> _EntryOp | _NoOp:
         return _EntryOp(self, ((dirfd, name, _REMOVE, 1),)) if self._watching else _NOOP
 
-    def moved(self, olddir: int, name: bytes, newdir: int, new_name: bytes,
-              exchange: bool) -> _EntryOp | _NoOp:
+    def moved(
+        self, olddir: int, name: bytes, newdir: int, new_name: bytes, exchange: bool
+    ) -> _EntryOp | _NoOp:
         n = 2 if exchange else 1  # an exchange is reported as two moves
-        return _EntryOp(self, ((olddir, name, _MOVE, n), (newdir, new_name, _MOVE, n))) \
-            if self._watching else _NOOP
+        return (
+            _EntryOp(self, ((olddir, name, _MOVE, n), (newdir, new_name, _MOVE, n)))
+            if self._watching
+            else _NOOP
+        )
 
     def node(self, fd: int) -> _NodeOp | _NoOp:
         """A change of the inode behind ``fd`` itself."""
@@ -223,7 +228,7 @@ class EchoLog:
         if excess <= 0:
             return
         nodes = [k for k, r in self._nodes.items() if not r.pending][:excess]
-        names = list(self._names)[:excess - len(nodes)]
+        names = list(self._names)[: excess - len(nodes)]
         for key in nodes:
             del self._nodes[key]
         for name_key in names:
@@ -266,7 +271,7 @@ class EchoLog:
             if counted and rec.pending:
                 rec.pending -= 1
             if stamp is not None and stamp not in rec.stamps:
-                rec.stamps = (*rec.stamps[-(STAMPS - 1):], stamp)
+                rec.stamps = (*rec.stamps[-(STAMPS - 1) :], stamp)
             rec.expires = self.clock() + self.ttl
 
     # --- matching: the watcher asks once per change and session -------------------------------
@@ -290,12 +295,16 @@ class EchoLog:
                             break
                 return hit
             if probe.node is None:  # gone already: a change of the name still expected decides
-                return any(self._names[key].expires >= now for pkey, name in probe.entries
-                           for key in self._lookup_names(pkey, name))
+                return any(
+                    self._names[key].expires >= now
+                    for pkey, name in probe.entries
+                    for key in self._lookup_names(pkey, name)
+                )
             node_key, stamp = probe.node
             rec = self._nodes.get(node_key)
-            return rec is not None and (rec.pending > 0 or (rec.expires >= now
-                                                            and stamp in rec.stamps))
+            return rec is not None and (
+                rec.pending > 0 or (rec.expires >= now and stamp in rec.stamps)
+            )
 
     def _made_here(self, item: _Expect, node: tuple[Key, Stamp] | None) -> bool:
         """Whether the node a CREATED finds under the name (None: nothing any more, which
@@ -379,8 +388,9 @@ class _EntryOp:
         for key, _, _, _, item in self.keys:
             self.log._unexpect(key, item)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
         for key, dirfd, name, kinds, item in self.keys:
             if exc_type is not None:
                 self.log._unexpect(key, item)
