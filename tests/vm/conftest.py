@@ -163,14 +163,3 @@ def server_restored(vm):
     yield vm.server
     if vm.server.proc is None or vm.server.proc.poll() is not None:
         vm.server.start()
-
-
-def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {predicate}")
-        time.sleep(interval)

@@ -187,6 +187,17 @@ class Guest:
             self.watchdog.wait()
 
 
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
 # A process of its own: kills QEMU (by pid, checked to still be QEMU) once the test process is
 # gone or the deadline passed.
 _WATCHDOG = r"""

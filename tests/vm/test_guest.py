@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from qemu import wait_for
 
 IN_MODIFY, IN_ATTRIB, IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = (
     0x2, 0x4, 0x40, 0x80, 0x100, 0x200)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from conftest import wait_for
+from qemu import wait_for
 
 GUEST_DIR = pathlib.Path(__file__).parent / "guest"
 EVENTS = 40
