@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from waiting import wait_until
 
 from bridgefs.client.writes import PendingWrite, WriteBehind
 
@@ -81,8 +82,10 @@ def test_a_write_waits_for_an_earlier_queued_overlapping_one(wb):
     _submit(wb, host, 10, 1, 100, b"1" * 100)  # 100..200: free to go
     _submit(wb, host, 10, 1, 50, b"2" * 100)  # 50..150: waits for the first two
     _submit(wb, host, 10, 1, 140, b"3" * 5)  # overlaps no write in flight, but the queued one
-    time.sleep(0.2)
-    assert [d[:1] for _, _, d in host.done] == [b"1"]
+    wait_until(lambda: host.done, what="the free write lands")
+    with host.lock:  # the slow one still in flight, the two behind it not sent at all
+        assert [d[:1] for _, _, d in host.done] == [b"1"]
+        assert [w.data[:1] for w in host.running] == [b"s"]
     host.release.set()
     wb.drain()
     assert [d[:1] for _, _, d in host.done] == [b"1", b"s", b"2", b"3"]
