@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import time
 
 import pytest
 
 from mounting import bridgefs_server, remote_mount
 from remotekit import mount_status, poll, wait_events_flowing
+from waiting import inotify_watched_inodes
 
 MARKER = "HOST-ONLY-SECRET"
 # The server's command runs after /etc/passwd is replaced by $FAKE in a mount namespace of its
@@ -111,22 +111,6 @@ def test_symlink_loop_is_eloop_in_the_guest(confined):
 
 # --- replays of host changes stay inside the mount ---------------------------------------------
 
-def _inotify_watched_inodes(pid: int) -> set[int] | None:
-    """Inode numbers the process watches with inotify (from /proc/PID/fdinfo); None if it
-    holds no inotify descriptor at all."""
-    found = None
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                for line in f:
-                    if line.startswith("inotify wd:"):
-                        found = found or set()
-                        found.add(int(line.split("ino:")[1].split()[0], 16))
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.parametrize("extra", [
     pytest.param([], id="events"),
     pytest.param(["--no-events"], id="no-events"),
@@ -158,8 +142,8 @@ def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
                 if not extra:
                     # Changes inside d are reported once the server watches d.
                     ino = os.stat(share / "d").st_ino
-                    poll(lambda: ino in (_inotify_watched_inodes(server.pid) or set()),
-                         timeout=10, what="the server watches the new directory")
+                    poll(lambda: ino in (inotify_watched_inodes(server.pid) or set()),
+                         what="the server watches the new directory")
                 (share / "d" / "victim").write_text("host\n")
                 (share / "d" / "victim").unlink()
                 (share / "d").rmdir()
@@ -170,9 +154,12 @@ def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
             assert os.readlink(mnt / "d") == str(guest)
             if not extra:
                 # Every queued change has been taken in (the replay of 'DELETED d/victim' too).
-                poll(lambda: mount_status(mnt).get("received", 0) >= 4,
-                     what="the client received the host's changes")
-                time.sleep(0.5)  # the last one is replayed after it is counted
+                # Each is counted as received before it is replayed, and as (not) replayed after.
+                def all_replayed():
+                    got = mount_status(mnt)
+                    done = sum(got.get(k, 0) for k in ("replayed", "not_replayed", "overflows"))
+                    return got.get("received", 0) >= 4 and done >= got["received"]
+                poll(all_replayed, what="the client took in and replayed the host's changes")
             assert sorted(os.listdir(guest)) == ["d-file", "victim"], \
                 "a replayed host change deleted a guest file outside the mount"
             assert (guest / "victim").read_text() == "guest data\n"

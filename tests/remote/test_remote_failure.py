@@ -18,7 +18,9 @@ import pytest
 
 from bridgefs.fuse import device
 from mounting import bridgefs_server, remote_mount
-from remotekit import bridgefs_cli, listen_address, process_state, wait_events_flowing
+from remotekit import (
+    bridgefs_cli, listen_address, mount_status, poll, process_state, wait_events_flowing,
+)
 
 OP_BOUND = 35.0  # seconds any single operation may take once the server is gone
 ACCEPTED = {errno.EIO, errno.ENOTCONN, errno.ESTALE}
@@ -163,9 +165,12 @@ def test_server_killed_while_in_use(tmp_path, host_dir, mode):
             result = json.loads(_bounded(writer, "the writer's write to its open fd"))
             assert result["errno"] in ACCEPTED, f"write to an open fd: {result}"
 
-            # Let the kernel's cached names and attributes run out (the client drops its long-lived
-            # caches as soon as the change stream breaks; short ones last 1 s): from then on
-            # every operation needs the server.
+            # Let the kernel's cached names and attributes run out: the client drops its
+            # long-lived caches once it sees the change stream broke, and the short ones last
+            # 1 s, so that second must pass (time itself is the condition).  From then on every
+            # operation needs the server.
+            poll(lambda: mount_status(mnt).get("cache_mode") == "short",
+                 what="the client saw the change stream break")
             time.sleep(1.5)
 
             holder.stdin.write("go\n")

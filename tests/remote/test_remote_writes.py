@@ -21,7 +21,7 @@ import subprocess
 import pytest
 
 from mounting import bridgefs_server, remote_mount
-from remotekit import poll, wait_events_flowing
+from remotekit import FRESHNESS, poll, wait_events_flowing
 
 MODES = {
     "events": [],
@@ -187,7 +187,10 @@ def test_writeback_cache_and_a_host_append(tmp_path, host_dir, extra):
         want = b"first line\nappended on the host\n"
         poll(lambda: os.stat(mnt / "log").st_size == len(want)
              and (mnt / "log").read_bytes() == want,
-             timeout=5, what="the host's append seen in the VM")
+             # Stale for 5 s shows the limitation (load only keeps it stale longer); fresh
+             # must come within the generous bound.
+             timeout=5 if "--no-events" in extra else FRESHNESS,
+             what="the host's append seen in the VM")
 
 
 def test_a_failed_write_is_reported_by_fsync_through_another_descriptor(full_share):
