@@ -87,6 +87,16 @@ class NameRequest(_message.Message):
     name: bytes
     def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ...) -> None: ...
 
+class Caller(_message.Message):
+    __slots__ = ("uid", "gid", "groups")
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    uid: int
+    gid: int
+    groups: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class FileRequest(_message.Message):
     __slots__ = ("handle", "fh", "lock_owner", "more_fhs")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
@@ -112,7 +122,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., share: _Optional[str] = ..., required_capabilities: _Optional[_Iterable[str]] = ..., client_name: _Optional[str] = ...) -> None: ...
 
 class HandshakeReply(_message.Message):
-    __slots__ = ("errno", "protocol_version", "capabilities", "session", "root", "read_only", "max_io_size", "max_readdir_entries", "idle_timeout", "max_nodes")
+    __slots__ = ("errno", "protocol_version", "capabilities", "session", "root", "read_only", "max_io_size", "max_readdir_entries", "idle_timeout", "max_nodes", "ownership")
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +133,7 @@ class HandshakeReply(_message.Message):
     MAX_READDIR_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_NODES_FIELD_NUMBER: _ClassVar[int]
+    OWNERSHIP_FIELD_NUMBER: _ClassVar[int]
     errno: int
     protocol_version: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
@@ -133,7 +144,8 @@ class HandshakeReply(_message.Message):
     max_readdir_entries: int
     idle_timeout: float
     max_nodes: int
-    def __init__(self, errno: _Optional[int] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., root: _Optional[_Union[Entry, _Mapping]] = ..., read_only: _Optional[bool] = ..., max_io_size: _Optional[int] = ..., max_readdir_entries: _Optional[int] = ..., idle_timeout: _Optional[float] = ..., max_nodes: _Optional[int] = ...) -> None: ...
+    ownership: str
+    def __init__(self, errno: _Optional[int] = ..., protocol_version: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., session: _Optional[str] = ..., root: _Optional[_Union[Entry, _Mapping]] = ..., read_only: _Optional[bool] = ..., max_io_size: _Optional[int] = ..., max_readdir_entries: _Optional[int] = ..., idle_timeout: _Optional[float] = ..., max_nodes: _Optional[int] = ..., ownership: _Optional[str] = ...) -> None: ...
 
 class ForgetItem(_message.Message):
     __slots__ = ("handle", "count")
@@ -150,40 +162,46 @@ class ForgetRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ForgetItem, _Mapping]]] = ...) -> None: ...
 
 class MkNodRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "rdev", "umask")
+    __slots__ = ("parent", "name", "mode", "rdev", "umask", "caller")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     RDEV_FIELD_NUMBER: _ClassVar[int]
     UMASK_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     rdev: int
     umask: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ..., umask: _Optional[int] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ..., umask: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class MkDirRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "umask")
+    __slots__ = ("parent", "name", "mode", "umask", "caller")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UMASK_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     umask: int
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class SymlinkRequest(_message.Message):
-    __slots__ = ("parent", "name", "target")
+    __slots__ = ("parent", "name", "target", "caller")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     target: bytes
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., target: _Optional[bytes] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class LinkRequest(_message.Message):
     __slots__ = ("handle", "new_parent", "new_name")
@@ -218,7 +236,7 @@ class GetAttrRequest(_message.Message):
     def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ...) -> None: ...
 
 class SetAttrRequest(_message.Message):
-    __slots__ = ("handle", "fh", "mode", "uid", "gid", "size", "atime_ns", "atime_now", "mtime_ns", "mtime_now", "kill_suidgid")
+    __slots__ = ("handle", "fh", "mode", "uid", "gid", "size", "atime_ns", "atime_now", "mtime_ns", "mtime_now", "kill_suidgid", "caller")
     HANDLE_FIELD_NUMBER: _ClassVar[int]
     FH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +248,7 @@ class SetAttrRequest(_message.Message):
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     MTIME_NOW_FIELD_NUMBER: _ClassVar[int]
     KILL_SUIDGID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     handle: int
     fh: int
     mode: int
@@ -241,7 +260,8 @@ class SetAttrRequest(_message.Message):
     mtime_ns: int
     mtime_now: bool
     kill_suidgid: bool
-    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_ns: _Optional[int] = ..., mtime_now: _Optional[bool] = ..., kill_suidgid: _Optional[bool] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, handle: _Optional[int] = ..., fh: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., atime_now: _Optional[bool] = ..., mtime_ns: _Optional[int] = ..., mtime_now: _Optional[bool] = ..., kill_suidgid: _Optional[bool] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class ReadLinkReply(_message.Message):
     __slots__ = ("errno", "target")
@@ -336,20 +356,22 @@ class OpenReply(_message.Message):
     def __init__(self, errno: _Optional[int] = ..., fh: _Optional[int] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("parent", "name", "mode", "umask", "flags", "no_handle")
+    __slots__ = ("parent", "name", "mode", "umask", "flags", "no_handle", "caller")
     PARENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UMASK_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     NO_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     parent: int
     name: bytes
     mode: int
     umask: int
     flags: int
     no_handle: bool
-    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., flags: _Optional[int] = ..., no_handle: _Optional[bool] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, parent: _Optional[int] = ..., name: _Optional[bytes] = ..., mode: _Optional[int] = ..., umask: _Optional[int] = ..., flags: _Optional[int] = ..., no_handle: _Optional[bool] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class CreateReply(_message.Message):
     __slots__ = ("errno", "entry", "fh", "parent", "created")
