@@ -64,3 +64,27 @@ def test_changes_through_the_mount_are_heard_once(watched_share, inotify):
     assert creates == ["local.txt"], events
     assert deletes == ["dir/moved.txt"], events
     assert moves == ["dir/moved.txt"], events
+
+
+def test_a_file_created_and_deleted_at_once_is_never_heard_deleted_unseen(watched_share, inotify):
+    """`printf x > new; rm new` on the host: the watcher hears both, or neither, never only the
+    deletion (native inotify cannot give a DELETE of a name it never saw created)."""
+    host, _ = watched_share
+    for i in range(50):
+        path = host / f"blink-{i}"
+        path.write_bytes(b"x")
+        path.unlink()
+        tmp = host / f"moved-{i}.tmp"
+        tmp.write_bytes(b"y")
+        os.rename(tmp, host / f"kept-{i}")
+    (host / "end").mkdir()
+    events = inotify.until("CREATE", "end")
+    created = set()
+    for flags, path in events:
+        if "CREATE" in flags or "MOVED_TO" in flags:
+            created.add(path)
+        if "DELETE" in flags:
+            assert path in created, f"{sorted(flags)} of {path}, never created: {events}"
+            created.discard(path)
+    for i in range(50):
+        assert f"kept-{i}" in created, f"kept-{i} was never heard of: {events}"

@@ -28,6 +28,9 @@ log = logging.getLogger("bridgefs.client")
 # Handles and node ids that exist only for replays: far above anything the server issues.
 REPLAY_FH = 1 << 63
 FAKE_NODE_BASE = 1 << 62
+# Paths whose creation was never replayed, remembered at most; past it the oldest go (a later
+# deletion of one of those is then replayed, as it was before this was remembered).
+MAX_UNSEEN = 65_536
 
 
 @dataclass
@@ -66,21 +69,26 @@ class Replayer:
         self._fake_next = FAKE_NODE_BASE
         self._fakes: dict[int, Attr] = {}
         self._lock = threading.Lock()
+        # Paths created on the host and gone again before their creation could be replayed:
+        # the VM's watchers never saw them, so their deletion (or move away) is not theirs to
+        # hear either.  Only the replay thread uses it.
+        self._unseen: dict[tuple[bytes, ...], None] = {}
 
     # --- running a replay (on the replay thread) ---------------------------------------------
     def replay(self, change: HostChange) -> bool:
         """Perform ``change`` on the mount from this thread; False when it was not replayed
         (the invalidations already sent keep the caches right either way)."""
         self.tid = threading.get_native_id()
-        plan = Plan(change.kind, list(change.path), list(change.dest), change.is_dir)
-        if not plan.path or (plan.kind == Kind.MOVED and not plan.dest):
+        plan = self._plan(change)
+        if plan is None:
             return False
         try:
             if plan.kind in (Kind.CREATED, Kind.MOVED):
                 at = plan.path if plan.kind == Kind.CREATED else plan.dest
                 plan.node = self._server_node(at)
-                if plan.node is None:
-                    return False  # gone again already: a later change says so
+                if plan.node is None:  # gone again already: a later change says so
+                    self._mark_unseen(at)
+                    return False
             self.plan = plan
             return self._perform(plan)
         except OSError as exc:
@@ -95,6 +103,29 @@ class Replayer:
             self.plan = None
             if plan.node is not None and not plan.node_used:
                 self._give_back(plan.node.ino)
+
+    def _plan(self, change: HostChange) -> Plan | None:
+        """What to replay so that the VM's watchers hear a sequence native inotify could give:
+        a name they never saw created is not deleted before their eyes.  (A move of one is
+        replayed as a move: editors save by renaming a fresh temporary file over the old one,
+        and a watcher waits for the MOVED_TO.)"""
+        path, dest = tuple(change.path), tuple(change.dest)
+        if not path or (change.kind == Kind.MOVED and not dest):
+            return None
+        if change.kind == Kind.CREATED:
+            self._unseen.pop(path, None)
+        elif change.kind == Kind.DELETED and path in self._unseen:
+            del self._unseen[path]
+            return None
+        elif change.kind == Kind.MOVED:
+            self._unseen.pop(path, None)
+            self._unseen.pop(dest, None)
+        return Plan(change.kind, list(path), list(dest), change.is_dir)
+
+    def _mark_unseen(self, path: list[bytes]) -> None:
+        self._unseen[tuple(path)] = None
+        if len(self._unseen) > MAX_UNSEEN:
+            del self._unseen[next(iter(self._unseen))]
 
     def _perform(self, plan: Plan) -> bool:
         root = os.open(self.mountpoint, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
