@@ -14,13 +14,14 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from bridgefs.server import at, confine, syscalls
+from bridgefs.server import at, confine, ownership, syscalls
 from bridgefs.server.confine import Name
 from bridgefs.server.dirs import DirListing, dtype_of_mode
 from bridgefs.server.echo import EchoLog
 from bridgefs.server.handles import NodeTable, OpenTable
+from bridgefs.server.ownership import Caller, Ownership
 from bridgefs.server.shares import Share
 from bridgefs.server.writers import Writers
 
@@ -36,18 +37,6 @@ Entry = tuple[int, os.stat_result]  # a node handle handed out, and its attribut
 # A listing record: (cookie of the next record, name, inode, d_type, its Entry with plus)
 Record = tuple[int, bytes, int, int, Entry | None]
 Listing = tuple[list[Record], bool]  # and whether it reaches the end of the directory
-
-
-def _process_umask() -> int:
-    # Read, not set: os.umask() would change it for every thread for a moment.
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def _xattr_name(name: bytes) -> bytes:
@@ -67,7 +56,14 @@ class LocalFs:
         # stream can leave it out (no-ops while the session does not watch).
         self.echo = echo if echo is not None else EchoLog()
         self.writers = Writers(self.echo)
-        self._umask = _process_umask()
+        # Who the guest sees as owners, and what the host gets (ownership.py); the servicer
+        # puts the server's configured policy in before the session's first call.
+        self.owners: Ownership = ownership.policy_for(
+            ownership.Config(), share.root_fd, share.read_only, share.name, quiet=True
+        )
+        # Where each symlink handed out was last named: (parent handle, name).  Its guest owner
+        # is kept by that directory, which a call naming the symlink by handle must find.
+        self._link_homes: dict[int, tuple[int, bytes]] = {}
 
     # --- helpers ----------------------------------------------------------------------------------
     def _writable(self, op: str) -> None:
@@ -77,13 +73,43 @@ class LocalFs:
     def _issue(self, fd: int) -> Entry:
         try:
             st = os.fstat(fd)
+            shown = self.owners.view(fd, st)
         except BaseException:
             os.close(fd)
             raise
-        return self.nodes.issue(fd, st), st
+        return self.nodes.issue(fd, st), shown
 
-    def _lookup_issue(self, dirfd: int, name: Name) -> Entry:
-        return self._issue(at.lookup(dirfd, name))
+    def _lookup_issue(self, dirfd: int, name: Name, parent: int) -> Entry:
+        fd = at.lookup(dirfd, name)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISLNK(st.st_mode):
+                shown = self.owners.view(fd, st)
+            else:
+                shown = self.owners.view_link(dirfd, name, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        handle = self.nodes.issue(fd, st)
+        if handle and stat.S_ISLNK(st.st_mode):
+            self._link_homes[handle] = (parent, bytes(name))
+        return handle, shown
+
+    def _shown(self, handle: int, fd: int, st: os.stat_result) -> os.stat_result:
+        """The guest's view of node ``handle`` (``fd``, host attributes ``st``)."""
+        if not stat.S_ISLNK(st.st_mode):
+            return self.owners.view(fd, st)
+        home = self._link_homes.get(handle)
+        if home is None:
+            return self.owners.view(fd, st)
+        try:
+            with self.nodes.use(home[0]) as dirfd:
+                return self.owners.view_link(dirfd, home[1], st)
+        except OSError:
+            return self.owners.view(fd, st)
+
+    def _parent_view(self, dirfd: int) -> os.stat_result:
+        return self.owners.view(dirfd, os.fstat(dirfd))
 
     @contextlib.contextmanager
     def _io(self, fh: int, handle: int, flags: int, kind: str = "file") -> Iterator[int]:
@@ -105,55 +131,82 @@ class LocalFs:
             finally:
                 os.close(fd)
 
-    def _close_writer(self, dirfd: int, name: Name) -> None:
+    def _close_writer(self, dirfd: int, name: Name) -> os.stat_result | None:
+        """The node ``name`` names (None if none), no longer kept open for writing."""
         try:
             st = at.stat(dirfd, name)
         except OSError:
-            return  # the unlink will say what is wrong
+            return None  # the unlink will say what is wrong
         self.writers.close_inode((st.st_dev, st.st_ino))
+        return st
 
-    def _fix_mode(self, fd: int, wanted: int, via_proc: bool = True) -> None:
-        # The host process umask may have masked bits the client asked for explicitly.
-        if wanted & self._umask:
-            with self.echo.node(fd):
-                if via_proc:
-                    os.chmod(confine.proc_path(fd), wanted)
-                else:
-                    os.fchmod(fd, wanted)
+    def _made(self, fd: int, dirfd: int, caller: Caller | None, mode: int, rdev: int = 0) -> None:
+        """A node of guest ``mode`` was made: its owner and mode (ownership.py)."""
+        parent = self._parent_view(dirfd)
+        with self.echo.node(fd):
+            self.owners.made(fd, caller, parent, mode, rdev)
 
     # --- names ------------------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Entry:
         name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd:
-            return self._lookup_issue(dirfd, name)
+            return self._lookup_issue(dirfd, name, parent)
 
-    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, umask: int) -> Entry:
+    def mknod(
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        rdev: int,
+        umask: int,
+        caller: Caller | None = None,
+    ) -> Entry:
         self._writable("mknod")
         name = confine.check_name(name)
-        perm = mode & 0o7777 & ~umask
+        mode = stat.S_IFMT(mode) | (mode & 0o7777 & ~umask)
+        host = self.owners.host_node(mode)
+        host_rdev = rdev if stat.S_IFMT(host) in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        checked = name
+        return self._make_with(
+            parent, checked, mode, caller, rdev, lambda d: at.mknod(d, checked, host, host_rdev)
+        )
+
+    def _make_with(
+        self,
+        parent: int,
+        name: Name,
+        mode: int,
+        caller: Caller | None,
+        rdev: int,
+        make: Callable[[int], None],
+    ) -> Entry:
         with self.nodes.use(parent) as dirfd:
             with self.echo.added(dirfd, name):
-                at.mknod(dirfd, name, stat.S_IFMT(mode) | perm, rdev)
-            handle, st = self._lookup_issue(dirfd, name)
-        with self.nodes.use(handle) as fd:
-            self._fix_mode(fd, perm)
-            return handle, os.fstat(fd)
+                make(dirfd)
+            handle, _ = self._lookup_issue(dirfd, name, parent)
+            try:
+                with self.nodes.use(handle) as fd:
+                    self._made(fd, dirfd, caller, mode, rdev)
+                    return handle, self._shown(handle, fd, os.fstat(fd))
+            except BaseException:
+                self.nodes.forget(handle, 1)
+                raise
 
-    def mkdir(self, parent: int, name: bytes, mode: int, umask: int) -> Entry:
+    def mkdir(
+        self, parent: int, name: bytes, mode: int, umask: int, caller: Caller | None = None
+    ) -> Entry:
         self._writable("mkdir")
         name = confine.check_name(name)
-        perm = mode & 0o7777 & ~umask
-        with self.nodes.use(parent) as dirfd:
-            with self.echo.added(dirfd, name):
-                at.mkdir(dirfd, name, perm)
-            handle, st = self._lookup_issue(dirfd, name)
-        if perm & self._umask:
-            with self.nodes.use(handle) as fd:
-                self._fix_mode(fd, perm)
-                st = os.fstat(fd)
-        return handle, st
+        mode = stat.S_IFDIR | (mode & 0o7777 & ~umask)
+        perm = stat.S_IMODE(self.owners.host_node(mode))
+        checked = name
+        return self._make_with(
+            parent, checked, mode, caller, 0, lambda d: at.mkdir(d, checked, perm)
+        )
 
-    def symlink(self, parent: int, name: bytes, target: bytes) -> Entry:
+    def symlink(
+        self, parent: int, name: bytes, target: bytes, caller: Caller | None = None
+    ) -> Entry:
         self._writable("symlink")
         name = confine.check_name(name)
         if not target or b"\0" in target or len(target) >= 4096:
@@ -161,7 +214,14 @@ class LocalFs:
         with self.nodes.use(parent) as dirfd:
             with self.echo.added(dirfd, name):
                 at.symlink(target, dirfd, name)
-            return self._lookup_issue(dirfd, name)
+            handle, _ = self._lookup_issue(dirfd, name, parent)
+            try:
+                with self.nodes.use(handle) as fd, self.echo.node(dirfd):
+                    self.owners.made_link(dirfd, name, fd, caller)
+                    return handle, self._shown(handle, fd, os.fstat(fd))
+            except BaseException:
+                self.nodes.forget(handle, 1)
+                raise
 
     def link(self, handle: int, new_parent: int, new_name: bytes) -> Entry:
         self._writable("link")
@@ -169,7 +229,7 @@ class LocalFs:
         with self.nodes.use(handle) as fd, self.nodes.use(new_parent) as dirfd:
             with self.echo.node(fd), self.echo.added(dirfd, new_name):
                 at.link(fd, dirfd, new_name)
-            st = os.fstat(fd)
+            st = self._shown(handle, fd, os.fstat(fd))
         self.nodes.ref(handle)
         return handle, st
 
@@ -177,9 +237,12 @@ class LocalFs:
         self._writable("unlink")
         name = confine.check_name(name)
         with self.nodes.use(parent) as dirfd:
-            self._close_writer(dirfd, name)
+            st = self._close_writer(dirfd, name)
             with self.echo.removed(dirfd, name):
                 at.unlink(dirfd, name)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                with self.echo.node(dirfd):
+                    self.owners.link_gone(dirfd, name)
 
     def rmdir(self, parent: int, name: bytes) -> None:
         self._writable("rmdir")
@@ -195,18 +258,36 @@ class LocalFs:
         new_name = confine.check_name(new_name)
         if flags & ~at.RENAME_FLAGS:
             raise OSError(errno.EINVAL, f"rename flags {flags:#x}")
+        exchange = bool(flags & syscalls.RENAME_EXCHANGE)
         with self.nodes.use(parent) as olddir, self.nodes.use(new_parent) as newdir:
-            self._close_writer(olddir, name)
-            self._close_writer(newdir, new_name)
-            with self.echo.moved(
-                olddir, name, newdir, new_name, bool(flags & syscalls.RENAME_EXCHANGE)
-            ):
+            src = self._close_writer(olddir, name)
+            dst = self._close_writer(newdir, new_name)
+            with self.echo.moved(olddir, name, newdir, new_name, exchange):
                 at.rename(olddir, name, newdir, new_name, flags)
+            src_link = src is not None and stat.S_ISLNK(src.st_mode)
+            dst_link = dst is not None and stat.S_ISLNK(dst.st_mode)
+            if not (src_link or dst_link):
+                return
+            # A symlink's guest owner is kept by its directory, under its name: it moves along.
+            with self.echo.node(olddir), self.echo.node(newdir):
+                if exchange:
+                    self.owners.link_moved(olddir, name, newdir, b"\0swap")
+                    self.owners.link_moved(newdir, new_name, olddir, name)
+                    self.owners.link_moved(newdir, b"\0swap", newdir, new_name)
+                else:
+                    self.owners.link_moved(olddir, name, newdir, new_name)
+        moves = {(parent, bytes(name)): (new_parent, bytes(new_name))}
+        if exchange:
+            moves[(new_parent, bytes(new_name))] = (parent, bytes(name))
+        for handle, home in list(self._link_homes.items()):
+            if home in moves:
+                self._link_homes[handle] = moves[home]
 
     def forget(self, items: Iterable[tuple[int, int]]) -> None:
         for handle, count in items:
             if self.nodes.forget(handle, count):
                 self.writers.close(handle)
+                self._link_homes.pop(handle, None)
 
     def close(self) -> None:
         """The session ends: close what it kept open for writing."""
@@ -216,9 +297,9 @@ class LocalFs:
     def getattr(self, handle: int, fh: int | None) -> os.stat_result:
         if fh is not None:
             with self.files.use(fh) as of:
-                return os.fstat(of.fd)
+                return self._shown(handle, of.fd, os.fstat(of.fd))
         with self.nodes.use(handle) as fd:
-            return os.fstat(fd)
+            return self._shown(handle, fd, os.fstat(fd))
 
     def setattr(
         self,
@@ -238,27 +319,52 @@ class LocalFs:
         self._writable("setattr")
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             st = os.fstat(fd)
-            if uid is not None or gid is not None:
-                syscalls.fchown_node(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            if mode is None and kill_suidgid and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                mode = st.st_mode & ~(stat.S_ISUID | stat.S_ISGID)
-            if mode is not None:
-                if stat.S_ISLNK(st.st_mode):
-                    raise OSError(errno.EOPNOTSUPP, "chmod of a symlink")
-                os.chmod(confine.proc_path(fd), mode & 0o7777)
+            if uid is not None or gid is not None or mode is not None or kill_suidgid:
+                self._change_owner(handle, fd, st, mode, uid, gid, kill_suidgid)
             if size is not None:
                 self._truncate(fd, fh, size)
             if atime_ns is not None or mtime_ns is not None or atime_now or mtime_now:
                 syscalls.utimens_node(
                     fd, atime_ns, mtime_ns, atime_now=atime_now, mtime_now=mtime_now
                 )
-            return os.fstat(fd)
+            return self._shown(handle, fd, os.fstat(fd))
+
+    def _change_owner(
+        self,
+        handle: int,
+        fd: int,
+        st: os.stat_result,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        kill_suidgid: bool,
+    ) -> None:
+        if not stat.S_ISLNK(st.st_mode) or not self.owners.links_by_dir:
+            self.owners.change(fd, st, mode, uid, gid, kill_suidgid)
+            return
+        if mode is not None:
+            raise OSError(errno.EOPNOTSUPP, "chmod of a symlink")
+        if uid is None and gid is None:
+            return
+        home = self._link_homes.get(handle)
+        if home is None:
+            raise OSError(errno.EPERM, "the symlink's directory is not known")
+        shown = self._shown(handle, fd, st)
+        with self.nodes.use(home[0]) as dirfd, self.echo.node(dirfd):
+            self.owners.change_link(
+                dirfd,
+                home[1],
+                st,
+                shown.st_uid if uid is None else uid,
+                shown.st_gid if gid is None else gid,
+            )
 
     def _truncate(self, node_fd: int, fh: int | None, size: int) -> None:
         if fh is not None:
             with self.files.use(fh) as of:
                 os.ftruncate(of.fd, size)
                 return
+        self.owners.check_openable(node_fd, os.fstat(node_fd))
         io = confine.reopen(node_fd, os.O_WRONLY)
         try:
             os.ftruncate(io, size)
@@ -289,19 +395,23 @@ class LocalFs:
     # --- extended attributes ----------------------------------------------------------------------
     def setxattr(self, handle: int, name: bytes, value: bytes, flags: int) -> None:
         self._writable("setxattr")
+        self.owners.check_xattr_write(_xattr_name(name))
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             os.setxattr(confine.proc_path(fd), _xattr_name(name), value, flags)
 
     def getxattr(self, handle: int, name: bytes) -> bytes:
+        self.owners.check_xattr_read(_xattr_name(name))
         with self.nodes.use(handle) as fd:
             return os.getxattr(confine.proc_path(fd), _xattr_name(name))
 
     def listxattr(self, handle: int) -> list[bytes]:
         with self.nodes.use(handle) as fd:
-            return [os.fsencode(n) for n in os.listxattr(confine.proc_path(fd))]
+            names = [os.fsencode(n) for n in os.listxattr(confine.proc_path(fd))]
+        return self.owners.visible_xattrs(names)
 
     def removexattr(self, handle: int, name: bytes) -> None:
         self._writable("removexattr")
+        self.owners.check_xattr_write(_xattr_name(name))
         with self.nodes.use(handle) as fd, self.echo.node(fd):
             os.removexattr(confine.proc_path(fd), _xattr_name(name))
 
@@ -317,16 +427,24 @@ class LocalFs:
             self.nodes.use(handle) as node_fd,
             self.echo.node(node_fd) if flags & os.O_TRUNC else contextlib.nullcontext(),
         ):
+            self.owners.check_openable(node_fd, os.fstat(node_fd))
             fd = confine.reopen(node_fd, flags)
         try:
-            st = os.fstat(fd)
+            st = self.owners.view(fd, os.fstat(fd))
         except BaseException:
             os.close(fd)
             raise
         return self.files.add(fd, "file", handle), st
 
     def create(
-        self, parent: int, name: bytes, mode: int, umask: int, flags: int, keep_open: bool = True
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        umask: int,
+        flags: int,
+        keep_open: bool = True,
+        caller: Caller | None = None,
     ) -> tuple[int, os.stat_result, int, bool]:
         """(handle, stat, fh, whether the file was made rather than an existing one opened);
         without ``keep_open`` the file is closed once made and fh is 0."""
@@ -334,18 +452,22 @@ class LocalFs:
         name = confine.check_name(name)
         if keep_open:
             self.files.check_room()
-        perm = mode & 0o7777 & ~umask
-        with self.nodes.use(parent) as dirfd, self.echo.added(dirfd, name) as added:
-            fd, created = at.create(dirfd, name, flags, perm)
-            if not created:  # an existing file opened: no creation will be reported
-                added.cancel()
-        try:
-            if created:
-                self._fix_mode(fd, perm, via_proc=False)
-            handle, st = self._issue(confine.node_of(fd))
-        except BaseException:
-            os.close(fd)
-            raise
+        guest_mode = stat.S_IFREG | (mode & 0o7777 & ~umask)
+        perm = stat.S_IMODE(self.owners.host_node(guest_mode))
+        with self.nodes.use(parent) as dirfd:
+            with self.echo.added(dirfd, name) as added:
+                fd, created = at.create(dirfd, name, flags, perm)
+                if not created:  # an existing file opened: no creation will be reported
+                    added.cancel()
+            try:
+                if created:
+                    self._made(fd, dirfd, caller, guest_mode)
+                else:
+                    self.owners.check_openable(fd, os.fstat(fd))
+                handle, st = self._issue(confine.node_of(fd))
+            except BaseException:
+                os.close(fd)
+                raise
         if not keep_open:
             # The client writes by node next: the file stays open for those writes (when it
             # was opened for writing at any offset, as they need).
@@ -391,7 +513,7 @@ class LocalFs:
             try:
                 with self.nodes.use(handle) as node_fd:
                     st = os.fstat(node_fd)
-                    if not stat.S_ISREG(st.st_mode):
+                    if not stat.S_ISREG(self.owners.view(node_fd, st).st_mode):
                         raise OSError(errno.EINVAL, "not a regular file")
                     if st.st_size > max_file_size:
                         raise OSError(errno.EFBIG, "larger than asked for")
@@ -401,7 +523,7 @@ class LocalFs:
                 try:
                     # One byte more than the size: a file that grew meanwhile is left out.
                     data = _pread_full(fd, st.st_size + 1, 0)
-                    st = os.fstat(fd)
+                    st = self.owners.view(fd, os.fstat(fd))
                 finally:
                     os.close(fd)
                 if len(data) != st.st_size or len(data) > max_file_size:
@@ -510,9 +632,10 @@ class LocalFs:
     def opendir(self, handle: int) -> tuple[int, os.stat_result]:
         self.files.check_room()
         with self.nodes.use(handle) as node_fd:
+            self.owners.check_openable(node_fd, os.fstat(node_fd))
             fd = confine.reopen_dir(node_fd)
         try:
-            st = os.fstat(fd)
+            st = self.owners.view(fd, os.fstat(fd))
             listing = DirListing(fd, *self._dot_inos(fd))
         except BaseException:
             os.close(fd)
@@ -527,7 +650,7 @@ class LocalFs:
             if listing is None:  # every directory handle has one: OpenTable.add by opendir
                 raise OSError(errno.EBADF, f"directory handle {fh} has no listing")
             with listing.lock:
-                return self._read_listing(of.fd, listing, offset, plus, count)
+                return self._read_listing(of.fd, listing, offset, plus, count, of.handle)
 
     def listdir_tree(
         self, handle: int, plus: bool, max_entries: int, subtree: int
@@ -568,7 +691,7 @@ class LocalFs:
         listing = None
         try:
             listing = DirListing(fd, *self._dot_inos(fd))
-            return self._read_listing(fd, listing, offset, plus, count)
+            return self._read_listing(fd, listing, offset, plus, count, handle)
         finally:
             if listing is not None:
                 listing.close()
@@ -581,7 +704,7 @@ class LocalFs:
         return st.st_ino, at.stat_parent(fd).st_ino
 
     def _read_listing(
-        self, fd: int, listing: DirListing, offset: int, plus: bool, count: int
+        self, fd: int, listing: DirListing, offset: int, plus: bool, count: int, handle: int
     ) -> Listing:
         out: list[Record] = []
         records, eof = listing.read(offset, count)
@@ -589,7 +712,7 @@ class LocalFs:
             entry = None
             if plus and name not in (b".", b".."):
                 try:
-                    entry = self._lookup_issue(fd, confine.check_name(name))
+                    entry = self._lookup_issue(fd, confine.check_name(name), handle)
                 except FileNotFoundError:
                     continue  # removed since it was listed
                 except OSError as exc:

@@ -24,6 +24,9 @@ from bridgefs.address import Address, parse_address
 from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE, pb_grpc
 from bridgefs.server.handles import Limits
+from bridgefs.server.ownership import MODES as OWNERSHIP_MODES
+from bridgefs.server.ownership import Config as OwnershipConfig
+from bridgefs.server.ownership import parse_owner
 from bridgefs.server.service import FilesService
 from bridgefs.server.sessions import SessionRegistry
 from bridgefs.server.shares import Share, open_shares, parse_share_spec
@@ -68,7 +71,13 @@ def _remove_stale_socket(path: str) -> None:
 class BridgeServer:
     """A running server; ``addresses`` are the bound ones (tcp port 0 resolved)."""
 
-    def __init__(self, shares: dict[str, Share], limits: Limits, max_workers: int):
+    def __init__(
+        self,
+        shares: dict[str, Share],
+        limits: Limits,
+        max_workers: int,
+        owners: OwnershipConfig | None = None,
+    ):
         self.shares = shares
         self.limits = limits
         self.registry = SessionRegistry(limits)
@@ -84,8 +93,10 @@ class BridgeServer:
             maximum_concurrent_rpcs=max_workers * 8 + limits.max_sessions,
         )
         # The generated registration has no annotations (grpc's generator writes none).
+        service = FilesService(shares, self.registry, self.watches)
+        service.owners = owners or OwnershipConfig()
         pb_grpc.add_FilesServicer_to_server(  # type: ignore[no-untyped-call]
-            FilesService(shares, self.registry, self.watches), self._grpc
+            service, self._grpc
         )
         self._forwarders: list[Forwarder] = []
         self._private: PrivateSocketDir | None = None
@@ -162,6 +173,7 @@ def serve(
     *,
     limits: Limits | None = None,
     max_workers: int = 32,
+    owners: OwnershipConfig | None = None,
 ) -> BridgeServer:
     """Serve ``{name: (path, read_only)}`` on every address in ``listen``; returns the running
     server (``stop()`` it).  Raises OSError/ValueError for a bad share or address."""
@@ -170,7 +182,7 @@ def serve(
     _raise_fd_limit()
     keep_freed_memory()
     opened = open_shares(shares)
-    server = BridgeServer(opened, limits or Limits(), max_workers)
+    server = BridgeServer(opened, limits or Limits(), max_workers, owners=owners)
     try:
         server.start(listen)
     except BaseException:
@@ -216,8 +228,37 @@ def _parser() -> argparse.ArgumentParser:
         default=d.idle_timeout,
         help="seconds before a silent client's session is dropped",
     )
+    o = p.add_argument_group("guest ownership")
+    o.add_argument(
+        "--ownership",
+        choices=OWNERSHIP_MODES,
+        default="overlay",
+        help="overlay (default): guest owners and modes kept in a user.bridgefs.owner xattr, "
+        "host files stay the server's; host: real chown/chmod (a server running as root)",
+    )
+    o.add_argument(
+        "--default-owner",
+        metavar="UID:GID",
+        help="the owner guests see for files without an overlay (default: the host file's own)",
+    )
+    o.add_argument(
+        "--ownership-host-allow-privilege",
+        action="store_true",
+        help="DANGEROUS, with --ownership host only: let guests create device nodes, "
+        "setuid/setgid-root files and security xattrs on this host",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
+
+
+def _owners(args: argparse.Namespace) -> OwnershipConfig:
+    if args.ownership_host_allow_privilege and args.ownership != "host":
+        raise ValueError("--ownership-host-allow-privilege goes with --ownership host only")
+    return OwnershipConfig(
+        mode=args.ownership,
+        default_owner=parse_owner(args.default_owner) if args.default_owner else None,
+        allow_privilege=args.ownership_host_allow_privilege,
+    )
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -238,7 +279,9 @@ def serve_main(argv: list[str] | None = None) -> int:
             max_sessions=args.max_sessions,
             idle_timeout=args.idle_timeout,
         )
-        server = serve(shares, args.listen, limits=limits, max_workers=args.workers)
+        server = serve(
+            shares, args.listen, limits=limits, max_workers=args.workers, owners=_owners(args)
+        )
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 2

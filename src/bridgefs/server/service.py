@@ -23,6 +23,7 @@ from bridgefs.rpc import (
     pb,
     pb_grpc,
 )
+from bridgefs.server import ownership
 from bridgefs.server.confine import Refused
 from bridgefs.server.localfs import MAX_READDIR, Entry, LocalFs, Record
 from bridgefs.server.sessions import Session, SessionRegistry
@@ -42,6 +43,14 @@ class _ParentReply(Protocol):
 
 
 WithParent = TypeVar("WithParent", bound=_ParentReply)
+
+
+class _WithCaller(Protocol):
+    """A request that makes a node or changes an owner or mode."""
+
+    @property
+    def caller(self) -> pb.Caller: ...
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 (protobuf's name)
 
 
 class Context(Protocol):
@@ -68,6 +77,14 @@ def attr_of(st: os.stat_result) -> pb.Attr:
         ctime_ns=st.st_ctime_ns,
         blksize=st.st_blksize,
     )
+
+
+def caller_of(request: _WithCaller) -> ownership.Caller | None:
+    """The guest ids a request was made with; None from a client that sends none."""
+    if not request.HasField("caller"):
+        return None
+    c = request.caller
+    return ownership.Caller(c.uid, c.gid, tuple(c.groups))
 
 
 def entry_of(handle: int, st: os.stat_result) -> pb.Entry:
@@ -107,6 +124,7 @@ class FilesService(pb_grpc.FilesServicer):
         self.shares = shares
         self.registry = registry
         self.watches = watches if watches is not None else WatchHub()
+        self.owners = ownership.Config()  # serve() puts the configured one in
 
     # --- plumbing ---------------------------------------------------------------------------------
     def _session(self, context: Context) -> Session | None:
@@ -185,7 +203,12 @@ class FilesService(pb_grpc.FilesServicer):
             )
         try:
             session = self.registry.create(share, peer, request.client_name)
-            root = os.fstat(share.root_fd)
+            # Chosen per session, so each mount of a share whose filesystem refuses user xattrs
+            # says so in the log.
+            session.fs.owners = ownership.policy_for(
+                self.owners, share.root_fd, share.read_only, share.name
+            )
+            root = session.fs.owners.view(share.root_fd, os.fstat(share.root_fd))
         except OSError as exc:
             log.warning("refused handshake from %s for share %r: %s", peer, share.name, exc)
             return pb.HandshakeReply(errno=exc.errno, protocol_version=PROTOCOL_VERSION)
@@ -206,6 +229,7 @@ class FilesService(pb_grpc.FilesServicer):
             max_readdir_entries=MAX_READDIR,
             idle_timeout=self.registry.limits.idle_timeout,
             max_nodes=node_capacity(self.registry.limits.max_nodes),
+            ownership=session.fs.owners.name,
         )
 
     def Ping(self, request: pb.Empty, context: Context) -> pb.Status:
@@ -253,7 +277,9 @@ class FilesService(pb_grpc.FilesServicer):
             pb.EntryReply,
             "mknod",
             lambda fs: _changed_dir(
-                fs, r.parent, _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask))
+                fs,
+                r.parent,
+                _entry_reply(fs.mknod(r.parent, r.name, r.mode, r.rdev, r.umask, caller_of(r))),
             ),
         )
 
@@ -263,7 +289,9 @@ class FilesService(pb_grpc.FilesServicer):
             pb.EntryReply,
             "mkdir",
             lambda fs: _changed_dir(
-                fs, r.parent, _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask))
+                fs,
+                r.parent,
+                _entry_reply(fs.mkdir(r.parent, r.name, r.mode, r.umask, caller_of(r))),
             ),
         )
 
@@ -273,7 +301,7 @@ class FilesService(pb_grpc.FilesServicer):
             pb.EntryReply,
             "symlink",
             lambda fs: _changed_dir(
-                fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target))
+                fs, r.parent, _entry_reply(fs.symlink(r.parent, r.name, r.target, caller_of(r)))
             ),
         )
 
@@ -415,7 +443,13 @@ class FilesService(pb_grpc.FilesServicer):
     def Create(self, r: pb.CreateRequest, context: Context) -> pb.CreateReply:
         def do_create(fs: LocalFs) -> pb.CreateReply:
             handle, st, fh, created = fs.create(
-                r.parent, r.name, r.mode, r.umask, r.flags, keep_open=not r.no_handle
+                r.parent,
+                r.name,
+                r.mode,
+                r.umask,
+                r.flags,
+                keep_open=not r.no_handle,
+                caller=caller_of(r),
             )
             return _changed_dir(
                 fs, r.parent, pb.CreateReply(entry=entry_of(handle, st), fh=fh, created=created)
