@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -11,7 +12,10 @@ from . import __version__
 
 def _add_fuse_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=8, help="threads reading /dev/fuse (default 8)")
-    p.add_argument("--allow-other", action="store_true", help="let other users see the mount")
+    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
+                   help="let users other than the one mounting use the mount (default: on when "
+                        "mounting as root, so a VM's containers of any uid can reach the share; "
+                        "the kernel checks each access against the owners and modes shown)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--writeback-cache", action="store_true",
                    help="let the kernel gather writes in its page cache (it then trusts its own "
@@ -35,7 +39,13 @@ def _fuse_config(args: argparse.Namespace):
     from .fuse.device import MountOptions
     from .fuse.negotiate import Tuning
 
-    options = MountOptions(allow_other=args.allow_other, read_only=args.read_only)
+    allow_other = args.allow_other
+    if allow_other is None:
+        # Root mounts for everyone: a share a VM's containers cannot reach is no share.  Others
+        # need user_allow_other in /etc/fuse.conf for it, so they ask for it themselves.
+        allow_other = os.geteuid() == 0
+    options = MountOptions(allow_other=allow_other, default_permissions=True,
+                           read_only=args.read_only)
     if args.writeback_cache and getattr(args, "no_events", False):
         logging.getLogger("bridgefs").warning(
             "--writeback-cache with --no-events: files the host changes keep the size and mtime "
