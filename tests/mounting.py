@@ -93,6 +93,8 @@ def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None 
     ``wrap`` prefixes the command (e.g. unshare, to give the server a view of its own);
     ``options`` are more `bridgefs serve` options (limits, say)."""
     args = [sys.executable, "-m", "bridgefs", "serve", "--listen", listen, *(options or [])]
+    if listen.startswith(("tcp:", "vsock:")) and "--token-file" not in (options or []):
+        args.append("--insecure")  # loopback in a test: no token unless the test gives one
     for name, path in shares.items():
         args += ["--share", f"{name}={path}"]
     proc = subprocess.Popen((wrap or []) + args, stdout=subprocess.PIPE, text=True)

@@ -33,6 +33,37 @@ def _add_remote_options(p: argparse.ArgumentParser) -> None:
                    help="how long caches live while host changes are streamed (default 3600 s)")
     p.add_argument("--no-events", action="store_true",
                    help="do not follow host changes (short timeouts only, no inotify replay)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the server's secret (mode 0600), sent with every call")
+
+
+def _add_tls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", metavar="PEM", help="tcp: with TLS: the CA of the server's "
+                                                   "certificate")
+    p.add_argument("--tls-cert", metavar="PEM", help="this client's certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name in the server's certificate, if not the host dialed")
+
+
+def _use_credentials(args: argparse.Namespace) -> None:
+    """Hand --token-file and the TLS files to the client session (through the environment,
+    which `mount` without --foreground also passes on), checking them first so a bad file fails
+    before anything is mounted."""
+    import os
+
+    from .credentials import TOKEN_ENV, ClientCredentials
+
+    named = {TOKEN_ENV: args.token_file,
+             "BRIDGEFS_TLS_CA": getattr(args, "tls_ca", None),
+             "BRIDGEFS_TLS_CERT": getattr(args, "tls_cert", None),
+             "BRIDGEFS_TLS_KEY": getattr(args, "tls_key", None)}
+    for key, path in named.items():
+        if path:
+            os.environ[key] = os.path.abspath(path)
+    if getattr(args, "tls_server_name", None):
+        os.environ["BRIDGEFS_TLS_SERVER_NAME"] = args.tls_server_name
+    ClientCredentials.from_environment()
 
 
 def _fuse_config(args: argparse.Namespace):
@@ -74,6 +105,7 @@ def _remote_fs(args: argparse.Namespace, address: str, share: str):
 def cmd_mount(args: argparse.Namespace) -> int:
     from .daemon import serve_mount, spawn_background
 
+    _use_credentials(args)
     if not args.foreground:
         return spawn_background(sys.argv[1:] + ["--foreground"], args.mountpoint)
     fs = _remote_fs(args, args.address, args.share)
@@ -101,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import private_server, serve_mount
 
     options, tuning = _fuse_config(args)
-    with private_server(args.hostdir) as address:
+    _use_credentials(args)
+    with private_server(args.hostdir, token_file=args.token_file) as address:
         fs = _remote_fs(args, address, "share")
         serve_mount(fs, args.mountpoint, workers=args.workers, options=options, tuning=tuning)
     return 0
@@ -164,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stay in the foreground (default: return once mounted)")
     _add_fuse_options(p)
     _add_remote_options(p)
+    _add_tls_options(p)
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", help="unmount a bridgefs mount")
@@ -202,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="bridgefs: %(levelname)s %(message)s")
     try:
         return args.func(args)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         logging.getLogger("bridgefs").error("%s", exc)
         return 1
 

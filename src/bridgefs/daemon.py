@@ -72,9 +72,10 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def private_server(hostdir: str) -> Iterator[str]:
+def private_server(hostdir: str, token_file: str | None = None) -> Iterator[str]:
     """A bridgefs server for ``hostdir`` alone, in its own process (as it would run on a host),
-    on a unix socket in a private directory; yields the address and removes everything after."""
+    on a unix socket in a private directory; yields the address and removes everything after.
+    ``token_file``: the server asks for that token too."""
     if not os.path.isdir(hostdir):
         raise OSError(f"{hostdir} is not a directory")
     private = tempfile.mkdtemp(prefix="bridgefs-run-", dir=runtime_dir())
@@ -83,7 +84,8 @@ def private_server(hostdir: str) -> Iterator[str]:
     # after unmounting (processes still inside a busy mount are served until then).
     server = subprocess.Popen(
         [sys.executable, "-m", "bridgefs", "serve", "--share", f"share={os.path.abspath(hostdir)}",
-         "--listen", address], stdout=subprocess.PIPE, text=True, start_new_session=True,
+         "--listen", address, *(["--token-file", token_file] if token_file else [])],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=_die_with_parent)
     stdout = server.stdout
     assert stdout is not None  # (stdout=PIPE)

@@ -32,12 +32,17 @@ class Forwarder:
     """Accept on one socket; relay each connection byte for byte to a new connection to a target."""
 
     def __init__(self, listen_family: int, listen_addr, target_family: int, target_addr, *,
-                 backlog: int = 64, name: str = "forwarder"):
+                 backlog: int = 64, name: str = "forwarder", peer_check=None,
+                 socket_mode: int | None = None):
         self.listen_family = listen_family
         self.listen_addr = listen_addr
         self.target_family = target_family
         self.target_addr = target_addr
         self.name = name
+        # peer_check(sock, addr) -> reason to refuse, or None: run on each connection before
+        # anything is relayed (the peer's uid on a unix socket, its CID on vsock).
+        self.peer_check = peer_check
+        self.socket_mode = socket_mode  # AF_UNIX: the socket file's mode, whatever the umask
         self._backlog = backlog
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -57,7 +62,10 @@ class Forwarder:
         try:
             if self.listen_family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(self.listen_addr)
+            if self.socket_mode is not None and self.listen_family == socket.AF_UNIX:
+                bind_unix(self.listen_addr, self.socket_mode, sock.bind)
+            else:
+                sock.bind(self.listen_addr)
             sock.listen(self._backlog)
             sock.setblocking(False)
         except BaseException:
@@ -108,7 +116,7 @@ class Forwarder:
             if self._wake_r in ready or self._closed:
                 return
             try:
-                client, _ = self._sock.accept()
+                client, peer = self._sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
             except OSError as exc:
@@ -119,8 +127,21 @@ class Forwarder:
                 log.exception("%s: accept failed", self.name)
                 return
             client.setblocking(True)
+            refusal = self._refusal(client, peer)
+            if refusal is not None:
+                log.warning("%s: refused a connection: %s", self.name, refusal)
+                client.close()
+                continue
             threading.Thread(target=self._connect_and_relay, args=(client,),
                              name=f"{self.name}-conn", daemon=True).start()
+
+    def _refusal(self, client: socket.socket, peer) -> str | None:
+        if self.peer_check is None:
+            return None
+        try:
+            return self.peer_check(client, peer)
+        except OSError as exc:
+            return f"cannot tell who the peer is: {exc}"
 
     def _connect_and_relay(self, client: socket.socket) -> None:
         upstream = socket.socket(self.target_family, socket.SOCK_STREAM)
@@ -174,6 +195,24 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def bind_unix(path: str, mode: int, bind) -> None:
+    """Have ``bind(p)`` create a unix socket at ``path`` with ``mode``, whatever the umask.
+
+    It is bound in a 0700 directory beside ``path``, given its mode there and renamed into
+    place, so there is no moment at which it exists at ``path`` with the umask's mode."""
+    private = tempfile.mkdtemp(prefix=".bfs", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        inner = os.path.join(private, "s")
+        bind(inner)
+        os.chmod(inner, mode)
+        os.rename(inner, path)
+    finally:
+        try:
+            os.rmdir(private)
+        except OSError:
+            log.warning("could not remove %s", private)
 
 
 class PrivateSocketDir:

@@ -34,7 +34,7 @@ def test_serve_rejects_a_file_as_share(tmp_path):
 
 def test_serve_returns_bound_addresses_and_stops(tmp_path):
     server = serve({"s": (str(tmp_path), False)},
-                   ["tcp:127.0.0.1:0", f"unix:{tmp_path}/a.sock"])
+                   ["tcp:127.0.0.1:0", f"unix:{tmp_path}/a.sock"], insecure=True)
     try:
         kind, host, port = server.addresses[0].split(":")
         assert (kind, host) == ("tcp", "127.0.0.1") and int(port) > 0

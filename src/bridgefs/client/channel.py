@@ -13,6 +13,7 @@ import errno
 import grpc
 
 from bridgefs.address import parse_address
+from bridgefs.credentials import ClientCredentials
 from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE
 from bridgefs.serial import SerialDialer
@@ -35,6 +36,8 @@ GRPC_ERRNO = {
     grpc.StatusCode.DEADLINE_EXCEEDED: errno.EIO,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errno.EAGAIN,
     grpc.StatusCode.UNIMPLEMENTED: errno.ENOSYS,
+    grpc.StatusCode.UNAUTHENTICATED: errno.EACCES,
+    grpc.StatusCode.PERMISSION_DENIED: errno.EACCES,
 }
 
 
@@ -46,7 +49,7 @@ def errno_of(exc: grpc.RpcError) -> int:
 class Connection:
     """A channel to one server address, plus the vsock or serial relay it may need."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, credentials: ClientCredentials | None = None):
         self.address = address
         addr = parse_address(address)
         keep_freed_memory()
@@ -68,7 +71,20 @@ class Connection:
             target = f"unix:{path}"
         else:
             target = addr.grpc_target()
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if credentials is not None and credentials.tls:
+            if addr.kind != "tcp":
+                raise ValueError(f"TLS is for tcp: addresses, not {address}")
+            tls = grpc.ssl_channel_credentials(
+                root_certificates=credentials.tls_ca,
+                private_key=credentials.tls_key,
+                certificate_chain=credentials.tls_cert,
+            )
+            options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+            if credentials.tls_server_name:
+                options.append(("grpc.ssl_target_name_override", credentials.tls_server_name))
+            self.channel = grpc.secure_channel(target, tls, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
 
     def close(self) -> None:
         self.channel.close()
@@ -84,6 +100,6 @@ class Connection:
         self.close()
 
 
-def open_channel(address: str) -> Connection:
+def open_channel(address: str, credentials: ClientCredentials | None = None) -> Connection:
     """Parse ``address`` (ValueError if bad) and return a Connection; nothing is dialed yet."""
-    return Connection(address)
+    return Connection(address, credentials)

@@ -28,6 +28,7 @@ from bridgefs.client.channel import errno_of, open_channel
 from bridgefs.client.lookups import LookupCounts
 from bridgefs.client.rpcstats import RpcStats, method_name
 from bridgefs.client.writes import WriteBehind
+from bridgefs.credentials import HOLD_KEY, ClientCredentials, token_metadata
 from bridgefs.fuse.filesystem import FsError
 from bridgefs.rpc import MAX_IO_SIZE, PROTOCOL_VERSION, ROOT_HANDLE, SESSION_KEY, pb, pb_grpc
 
@@ -54,6 +55,7 @@ class ServerSession:
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
         client_name: str | None = None,
+        credentials: ClientCredentials | None = None,
     ):
         self.address = address
         self.share = share
@@ -66,16 +68,23 @@ class ServerSession:
         self._rebound: dict[int, int] = {}
         self._resume_lock = threading.Lock()
         self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
-        self._conn = open_channel(address)
+        # BRIDGEFS_TOKEN_FILE and friends when the caller names none: mount --token-file sets it.
+        creds = credentials if credentials is not None else ClientCredentials.from_environment()
+        self._conn = open_channel(address, creds)
         self.stub = pb_grpc.FilesStub(self._conn.channel)
-        self._metadata: tuple[tuple[str, str], ...] = ()
+        self._auth: tuple[tuple[str, str], ...] = (
+            (token_metadata(creds.token),) if creds.token else ()
+        )
+        self._metadata: tuple[tuple[str, str], ...] = self._auth
+        self._hold: Any = None
         try:
             hello = self._handshake(connect_timeout)
         except BaseException:
             self._conn.close()
             raise
         self.id = hello.session
-        self._metadata = ((SESSION_KEY, hello.session),)
+        self._metadata = ((SESSION_KEY, hello.session), *self._auth)
+        self._open_hold()
         self.capabilities = tuple(hello.capabilities)
         self.read_only = hello.read_only
         self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
@@ -105,8 +114,17 @@ class ServerSession:
             client_name=self._client_name,
         )
         try:
-            reply = self.stub.Handshake(request, timeout=connect_timeout, wait_for_ready=True)
+            reply = self.stub.Handshake(
+                request, timeout=connect_timeout, wait_for_ready=True, metadata=self._auth
+            )
         except grpc.RpcError as exc:
+            if hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise FsError(
+                    errno.EACCES,
+                    f"permission denied (EACCES): the bridgefs server at {self.address} "
+                    f"refused this client: "
+                    f"{exc.details()} (is --token-file the server's?)",
+                ) from None
             # No answer within connect_timeout means nobody is there (ENOTCONN), not an I/O error.
             err = errno_of(exc)
             raise FsError(
@@ -143,6 +161,13 @@ class ServerSession:
         if reply.errno:
             raise FsError(reply.errno)
         return reply
+
+    def _open_hold(self) -> None:
+        """The session's hold stream: the server ends the session when it ends, so a client
+        that vanishes without Goodbye frees its session at once."""
+        if self._hold is not None:
+            self._hold.cancel()
+        self._hold = self.stub.Watch(pb.WatchRequest(), metadata=(*self._metadata, (HOLD_KEY, "1")))
 
     def watch(self) -> Any:
         """The change stream of this session's share (an iterator of pb.Change, cancellable)."""
@@ -208,7 +233,8 @@ class ServerSession:
             except FsError:
                 return False
             self.id = hello.session
-            self._metadata = ((SESSION_KEY, hello.session),)
+            self._metadata = ((SESSION_KEY, hello.session), *self._auth)
+            self._open_hold()
             self.epoch += 1
             self._rebound.clear()
             self.counts.reset()
@@ -233,4 +259,6 @@ class ServerSession:
         except FsError as exc:
             log.debug("goodbye failed: %s", exc)
         finally:
+            if self._hold is not None:
+                self._hold.cancel()
             self._conn.close()

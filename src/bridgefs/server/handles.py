@@ -20,9 +20,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridgefs.server.confine import Refused
-from bridgefs.server.dirs import DirListing
+from bridgefs.server.dirs import DirListing, ListingBudget
+
+if TYPE_CHECKING:
+    from bridgefs.server.bounds import Account
+
+FDS_PER_OPEN = 2  # an open directory also holds its scan's dup
 
 ROOT_HANDLE = 1
 
@@ -36,6 +42,9 @@ class Limits:
     max_inflight: int = 64  # concurrent calls: EAGAIN
     max_sessions: int = 64  # sessions per server: EUSERS
     idle_timeout: float = 600.0  # seconds without a call before a session is reaped
+    max_client_sessions: int = 16  # sessions of one client (TLS subject or peer host): EUSERS
+    max_client_inflight: int = 32  # concurrent calls of all one client's sessions: EAGAIN
+    max_listed: int = 32768  # directory records one session keeps for its open listings
 
 
 class _Ref:
@@ -95,9 +104,12 @@ class _Table:
 
 
 class NodeTable(_Table):
-    def __init__(self, root_fd: int, root_key: tuple[int, int], limit: int):
+    def __init__(
+        self, root_fd: int, root_key: tuple[int, int], limit: int, account: Account | None = None
+    ):
         super().__init__()
         self._limit = limit
+        self._account = account
         self._next = ROOT_HANDLE + 1
         root = Node(ROOT_HANDLE, root_fd, root_key, 1)
         self._nodes: dict[int, Node] = {ROOT_HANDLE: root}
@@ -109,6 +121,7 @@ class NodeTable(_Table):
     def issue(self, fd: int, st: os.stat_result) -> int:
         """Hand out a handle for the inode behind ``fd`` (an O_PATH fd this table now owns)."""
         key = (st.st_dev, st.st_ino)
+        shared = False
         with self._lock:
             node = self._by_key.get(key)
             if node is not None:
@@ -117,6 +130,8 @@ class NodeTable(_Table):
                 handle, close_fd = node.handle, True
             elif len(self._nodes) >= self._limit:
                 handle, close_fd = 0, True
+            elif self._account is not None and not self._account.take(1):
+                handle, close_fd, shared = 0, True, True
             else:
                 handle, close_fd = self._next, False
                 self._next += 1
@@ -125,6 +140,8 @@ class NodeTable(_Table):
                 self._by_key[key] = node
         if close_fd:
             os.close(fd)
+        if not handle and shared:
+            raise OSError(errno.ENFILE, "the descriptors sessions may borrow are all in use")
         if not handle:
             raise OSError(errno.ENFILE, f"session holds {self._limit} nodes")
         return handle
@@ -170,6 +187,8 @@ class NodeTable(_Table):
             del self._nodes[handle]
             del self._by_key[node.key]
             close = self._kill_locked(node)
+        if self._account is not None:
+            self._account.give(1)
         if close:
             _close(node)
         return True
@@ -185,11 +204,13 @@ class NodeTable(_Table):
 
 
 class OpenTable(_Table):
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, max_listed: int = 32768, account: Account | None = None):
         super().__init__()
         self._limit = limit
+        self._account = account
         self._next = 1
         self._files: dict[int, OpenFile] = {}
+        self.listed = ListingBudget(max_listed)  # what the session's directory handles keep
 
     def __len__(self) -> int:
         return len(self._files)
@@ -207,12 +228,19 @@ class OpenTable(_Table):
         """Register an fd this table now owns; closes it and raises EMFILE past the bound."""
         with self._lock:
             full = len(self._files) >= self._limit
+            # Past the session's own bound, or the pool cannot lend it the descriptors.
+            shared = not full and self._account is not None and not self._account.take(FDS_PER_OPEN)
+            full = full or shared
             if not full:
                 fh = self._next
                 self._next += 1
                 self._files[fh] = OpenFile(fh, fd, kind, handle, listing)
+                if listing is not None:
+                    listing.budget = self.listed
         if full:
             os.close(fd)
+            if shared:
+                raise OSError(errno.EMFILE, "the descriptors sessions may borrow are all in use")
             raise OSError(errno.EMFILE, f"session holds {self._limit} open files")
         return fh
 
@@ -235,6 +263,8 @@ class OpenTable(_Table):
                 raise self._missing(fh, kind)
             del self._files[fh]
             close = self._kill_locked(of)
+        if self._account is not None:
+            self._account.give(FDS_PER_OPEN)
         if close:
             _close(of)
 

@@ -21,8 +21,11 @@ from concurrent import futures
 import grpc
 
 from bridgefs.address import Address, parse_address
+from bridgefs.credentials import MAKE_TOKEN, read_token
 from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE, pb_grpc
+from bridgefs.server import bounds
+from bridgefs.server.auth import Auth, TokenInterceptor, cid_check, uid_check
 from bridgefs.server.handles import Limits
 from bridgefs.server.ownership import MODES as OWNERSHIP_MODES
 from bridgefs.server.ownership import Config as OwnershipConfig
@@ -31,7 +34,7 @@ from bridgefs.server.service import FilesService
 from bridgefs.server.sessions import SessionRegistry
 from bridgefs.server.shares import Share, open_shares, parse_share_spec
 from bridgefs.server.watcher import WatchHub
-from bridgefs.vsock import Forwarder, PrivateSocketDir
+from bridgefs.vsock import Forwarder, PrivateSocketDir, bind_unix
 
 log = logging.getLogger("bridgefs.server")
 
@@ -68,6 +71,28 @@ def _remove_stale_socket(path: str) -> None:
         pass
 
 
+def check_listeners(listen: list[str], auth: Auth, insecure: bool) -> None:
+    """ValueError for a tcp: or vsock: listener that anyone who can reach it could use."""
+    if insecure or auth.token is not None:
+        return
+    for spec in listen:
+        kind = parse_address(spec).kind
+        if kind == "vsock" or (kind == "tcp" and auth.tls_client_ca is None):
+            raise ValueError(
+                f"{spec} would let anyone who reaches it read the shares: give --token-file "
+                f"(make one: {MAKE_TOKEN})"
+                + (" or --tls-cert/--tls-key/--tls-client-ca" if kind == "tcp" else "")
+                + ", or --insecure if every peer that can connect is trusted"
+            )
+
+
+def _threads(max_workers: int, limits: Limits) -> int:
+    # A Watch stream and a hold stream each keep a worker thread for their whole life, and a
+    # session has at most one of each, so two threads per session keep max_workers free for
+    # ordinary calls.
+    return max_workers + 2 * limits.max_sessions
+
+
 class BridgeServer:
     """A running server; ``addresses`` are the bound ones (tcp port 0 resolved)."""
 
@@ -76,21 +101,23 @@ class BridgeServer:
         shares: dict[str, Share],
         limits: Limits,
         max_workers: int,
+        auth: Auth | None = None,
         owners: OwnershipConfig | None = None,
     ):
         self.shares = shares
-        self.limits = limits
-        self.registry = SessionRegistry(limits)
+        self.auth = auth or Auth()
+        self.limits = bounds.fit(limits, _threads(max_workers, limits))
+        room = bounds.room_of(_threads(max_workers, limits))  # as fit() counted it
+        pool = bounds.DescriptorPool(room, self.limits.max_sessions) if room is not None else None
+        self.registry = SessionRegistry(self.limits, pool)
         self.watches = WatchHub()
         self.addresses: list[str] = []
-        # A Watch stream holds a worker thread for its whole life and a session has at most one,
-        # so one extra thread per session keeps max_workers free for ordinary calls.
+        threads = _threads(max_workers, self.limits)
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=max_workers + limits.max_sessions, thread_name_prefix="bridgefs-rpc"
-            ),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bridgefs-rpc"),
             options=SERVER_OPTIONS,
-            maximum_concurrent_rpcs=max_workers * 8 + limits.max_sessions,
+            maximum_concurrent_rpcs=max_workers * 8 + 2 * self.limits.max_sessions,
+            interceptors=[TokenInterceptor(self.auth.token)] if self.auth.token else None,
         )
         # The generated registration has no annotations (grpc's generator writes none).
         service = FilesService(shares, self.registry, self.watches)
@@ -105,17 +132,44 @@ class BridgeServer:
 
     def _listen(self, addr: Address) -> str | Forwarder:
         if addr.kind == "tcp":
-            port = self._grpc.add_insecure_port(addr.grpc_target())
+            if self.auth.tls:
+                port = self._grpc.add_secure_port(
+                    addr.grpc_target(), self.auth.server_credentials()
+                )
+            else:
+                port = self._grpc.add_insecure_port(addr.grpc_target())
             return str(Address("tcp", host=addr.host, port=port))
-        if addr.kind == "unix":
+        if addr.kind == "unix" and not self.auth.allow_uids:
+            # 0600: the kernel lets only this uid (and root) connect, which is the default
+            # policy, so no relay is needed to check the peer.
             _remove_stale_socket(addr.path)
-            self._grpc.add_insecure_port(addr.grpc_target())
+            bind_unix(addr.path, 0o600, lambda p: self._grpc.add_insecure_port(f"unix:{p}"))
             return str(addr)
         if self._private is None:
             self._private = PrivateSocketDir("bridgefs-serve-")
-        inner = self._private.socket_path(f"vsock-{len(self._forwarders)}.sock")
+        inner = self._private.socket_path(f"{addr.kind}-{len(self._forwarders)}.sock")
         self._grpc.add_insecure_port(f"unix:{inner}")
-        fwd = Forwarder(*addr.sockaddr(), socket.AF_UNIX, inner, name=f"vsock-{addr.port}")
+        if addr.kind == "unix":
+            # Other uids may connect (0666), and the relay checks each peer's uid before it
+            # relays a byte.
+            _remove_stale_socket(addr.path)
+            fwd = Forwarder(
+                socket.AF_UNIX,
+                addr.path,
+                socket.AF_UNIX,
+                inner,
+                name="unix",
+                peer_check=uid_check(self.auth.allow_uids),
+                socket_mode=0o666,
+            )
+        else:
+            fwd = Forwarder(
+                *addr.sockaddr(),
+                socket.AF_UNIX,
+                inner,
+                name=f"vsock-{addr.port}",
+                peer_check=cid_check(self.auth.allow_cids),
+            )
         self._forwarders.append(fwd)
         return fwd
 
@@ -132,8 +186,11 @@ class BridgeServer:
             raise
         for item in bound:
             if isinstance(item, Forwarder):
-                cid, port = item.address
-                item = str(Address("vsock", cid=cid, port=port))
+                if item.listen_family == socket.AF_UNIX:
+                    item = f"unix:{item.listen_addr}"
+                else:
+                    cid, port = item.address
+                    item = str(Address("vsock", cid=cid, port=port))
             self.addresses.append(item)
         self._reaper.start()
         return self
@@ -149,6 +206,7 @@ class BridgeServer:
         self._stopped.set()
         for fwd in self._forwarders:
             fwd.close()
+        self.registry.stopping.set()  # hold streams end
         self.watches.close()  # streams would otherwise hold the grace period
         self._grpc.stop(grace).wait()
         self.registry.close_all()
@@ -173,16 +231,26 @@ def serve(
     *,
     limits: Limits | None = None,
     max_workers: int = 32,
+    auth: Auth | None = None,
+    insecure: bool = False,
     owners: OwnershipConfig | None = None,
 ) -> BridgeServer:
     """Serve ``{name: (path, read_only)}`` on every address in ``listen``; returns the running
-    server (``stop()`` it).  Raises OSError/ValueError for a bad share or address."""
+    server (``stop()`` it).  Raises OSError/ValueError for a bad share or address, and
+    ValueError for a tcp: or vsock: listener without a token or TLS unless ``insecure``."""
     if not shares:
         raise ValueError("no shares to serve")
+    auth = auth or Auth()
+    opened = open_shares(shares)
+    try:
+        check_listeners(listen, auth, insecure)
+    except ValueError:
+        for share in opened.values():
+            share.close()
+        raise
     _raise_fd_limit()
     keep_freed_memory()
-    opened = open_shares(shares)
-    server = BridgeServer(opened, limits or Limits(), max_workers, owners=owners)
+    server = BridgeServer(opened, limits or Limits(), max_workers, auth, owners)
     try:
         server.start(listen)
     except BaseException:
@@ -228,6 +296,52 @@ def _parser() -> argparse.ArgumentParser:
         default=d.idle_timeout,
         help="seconds before a silent client's session is dropped",
     )
+    p.add_argument(
+        "--max-client-sessions",
+        type=int,
+        default=d.max_client_sessions,
+        help="sessions one client (TLS subject, else peer host) may hold",
+    )
+    p.add_argument(
+        "--max-client-inflight",
+        type=int,
+        default=d.max_client_inflight,
+        help="concurrent calls all of one client's sessions may make",
+    )
+    a = p.add_argument_group("who may connect")
+    a.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"a secret (mode 0600) every call must carry; make one: {MAKE_TOKEN}",
+    )
+    a.add_argument("--tls-cert", metavar="PEM", help="the server's certificate (tcp: listeners)")
+    a.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    a.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="the CA that signs client certificates (clients must present one)",
+    )
+    a.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="unix: listeners also accept this uid (repeatable; own uid and root always)",
+    )
+    a.add_argument(
+        "--allow-cid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="CID",
+        help="vsock: listeners accept only these VMs (repeatable; default any)",
+    )
+    a.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow tcp:/vsock: listeners without a token or TLS (every peer is trusted)",
+    )
     o = p.add_argument_group("guest ownership")
     o.add_argument(
         "--ownership",
@@ -261,6 +375,27 @@ def _owners(args: argparse.Namespace) -> OwnershipConfig:
     )
 
 
+def _auth(args: argparse.Namespace) -> Auth:
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+    return Auth(
+        token=read_token(args.token_file) if args.token_file else None,
+        tls_cert=read(args.tls_cert),
+        tls_key=read(args.tls_key),
+        tls_client_ca=read(args.tls_client_ca),
+        allow_uids=frozenset(args.allow_uid),
+        allow_cids=frozenset(args.allow_cid),
+    )
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -278,9 +413,17 @@ def serve_main(argv: list[str] | None = None) -> int:
             max_inflight=args.max_inflight,
             max_sessions=args.max_sessions,
             idle_timeout=args.idle_timeout,
+            max_client_sessions=args.max_client_sessions,
+            max_client_inflight=args.max_client_inflight,
         )
         server = serve(
-            shares, args.listen, limits=limits, max_workers=args.workers, owners=_owners(args)
+            shares,
+            args.listen,
+            limits=limits,
+            max_workers=args.workers,
+            auth=_auth(args),
+            insecure=args.insecure,
+            owners=_owners(args),
         )
     except (OSError, ValueError) as exc:
         log.error("%s", exc)

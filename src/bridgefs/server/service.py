@@ -14,6 +14,7 @@ import resource
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
+from bridgefs.credentials import HOLD_KEY
 from bridgefs.rpc import (
     CAPABILITIES,
     MAX_IO_SIZE,
@@ -24,6 +25,7 @@ from bridgefs.rpc import (
     pb_grpc,
 )
 from bridgefs.server import ownership
+from bridgefs.server.auth import client_identity
 from bridgefs.server.confine import Refused
 from bridgefs.server.localfs import MAX_READDIR, Entry, LocalFs, Record
 from bridgefs.server.sessions import Session, SessionRegistry
@@ -202,7 +204,9 @@ class FilesService(pb_grpc.FilesServicer):
                 errno=err, protocol_version=PROTOCOL_VERSION, capabilities=CAPABILITIES
             )
         try:
-            session = self.registry.create(share, peer, request.client_name)
+            session = self.registry.create(
+                share, peer, request.client_name, client_identity(context)
+            )
             # Chosen per session, so each mount of a share whose filesystem refuses user xattrs
             # says so in the log.
             session.fs.owners = ownership.policy_for(
@@ -228,7 +232,8 @@ class FilesService(pb_grpc.FilesServicer):
             max_io_size=MAX_IO_SIZE,
             max_readdir_entries=MAX_READDIR,
             idle_timeout=self.registry.limits.idle_timeout,
-            max_nodes=node_capacity(self.registry.limits.max_nodes),
+            # The registry's limits were fitted to the descriptor limit: what it enforces.
+            max_nodes=self.registry.limits.max_nodes,
             ownership=session.fs.owners.name,
         )
 
@@ -254,6 +259,9 @@ class FilesService(pb_grpc.FilesServicer):
         if session is None or session.closed:
             yield pb.Change(errno=errno.ESTALE)
             return
+        if any(key == HOLD_KEY for key, _ in context.invocation_metadata()):
+            yield from self._hold(session, context)
+            return
         try:
             sub = self.watches.subscribe(session)
         except OSError as exc:
@@ -264,6 +272,20 @@ class FilesService(pb_grpc.FilesServicer):
             return
         context.add_callback(sub.close)  # the client cancelled or the connection is gone
         yield from stream(self.watches, sub, context.is_active)
+
+    def _hold(self, session: Session, context: Context) -> Iterator[pb.Change]:
+        """The session's hold stream: nothing flows; when it ends, so does the session."""
+
+        def ended() -> None:
+            if self.registry.drop(session.token) is not None:
+                log.info("session %s: its client's channel closed", session.short)
+
+        context.add_callback(ended)
+        while not session.ended.wait(1.0):
+            if self.registry.stopping.is_set() or not context.is_active():
+                break
+        return
+        yield  # a generator, as the stream's handler must be
 
     # --- names ------------------------------------------------------------------------------------
     def Lookup(self, r: pb.NameRequest, context: Context) -> pb.EntryReply:
