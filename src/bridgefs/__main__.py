@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
+    # Listed for --help; main() runs "fsmonitor ..." before this parser is made.
+    sub.add_parser("fsmonitor", help="git's core.fsmonitor hook (protocol 2) for a repository "
+                                     "on a mount: fsmonitor 2 TOKEN", add_help=False)
+
     p = sub.add_parser("stats", help="requests a mount received and the round trips they cost")
     p.add_argument("mountpoint")
     p.add_argument("--reset", action="store_true", help="start counting again from zero")
@@ -227,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fsmonitor"]:  # run by git on every status: no parser, nothing else imported
+        from .fsmonitor import main as fsmonitor_main
+
+        return fsmonitor_main(argv[1:])
     if argv[:1] == ["serve"]:  # the server has its own parser (it also runs without the client)
         from .serial import serve_main  # the server's, with serial: listens relayed in front
 

@@ -45,13 +45,26 @@ def _status_handler(session: Session, fs: FileSystem) -> Callable[[dict[str, Any
     return handle
 
 
+def _changes_handler(fs: FileSystem) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`bridgefs fsmonitor`: what changed under a folder of the mount since a token."""
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        token, paths = fs.changes_since(str(request.get("since", "")),
+                                        os.fsencode(str(request.get("under", ""))))
+        if paths is None:
+            return {"token": token, "everything": True}
+        # (fsdecode: names that are not UTF-8 travel as surrogates in JSON and come back whole)
+        return {"token": token, "paths": [os.fsdecode(p) for p in paths]}
+    return handle
+
+
 def serve_mount(fs: FileSystem, mountpoint: str, *, workers: int = 8,
                 options: MountOptions | None = None, tuning: Tuning | None = None,
                 on_ready: Callable[[], None] | None = None) -> None:
     """Mount ``fs`` and serve it until Ctrl-C, SIGTERM or an unmount from elsewhere."""
     session = Session(fs, mountpoint, workers=workers, options=options, tuning=tuning)
     control = ControlServer(session.mountpoint, {"stats": _stats_handler(session, fs),
-                                                 "status": _status_handler(session, fs)})
+                                                 "status": _status_handler(session, fs),
+                                                 "changes": _changes_handler(fs)})
     fs.attach(session.notify, session.mountpoint)
     try:
         def ready() -> None:

@@ -18,6 +18,7 @@ import grpc
 from bridgefs.client.convert import ChangeKind as Kind
 from bridgefs.client.convert import HostChange, change_of
 from bridgefs.client.invalidate import Invalidator
+from bridgefs.client.journal import ChangeJournal
 from bridgefs.client.names import NameTable
 from bridgefs.fuse.filesystem import ROOT_ID
 
@@ -31,6 +32,7 @@ class Follower(Protocol):
 
     names: NameTable
     invalidate: Invalidator
+    journal: ChangeJournal
 
     def open_watch(self) -> Any: ...
     def resume(self) -> bool: ...
@@ -99,11 +101,13 @@ class ChangeStream:
     def _up(self) -> None:
         # Changes made while the stream was down were not seen: nothing cached can be trusted.
         self.fs.invalidate.everything()
+        self.fs.journal.following(True)
         self.flowing = True
         self.fs.use_long_caches(True)
         log.info("change stream up: long-lived caches on")
 
     def _down(self) -> None:
+        self.fs.journal.following(False)
         if self.flowing:
             self.flowing = False
             self.fs.use_long_caches(False)
@@ -114,13 +118,26 @@ class ChangeStream:
         self.counts["received"] += 1
         if change.kind == Kind.OVERFLOW:
             self.counts["overflows"] += 1
+            self.fs.journal.lost()
             self.fs.invalidate.everything()
             return
+        # Journaled before the invalidation: once the mount shows a change, the monitor does.
+        self.fs.journal.record(*journal_paths(change))
         invalidate(self.fs.names, self.fs.invalidate, change)
         if self.fs.replay(change):
             self.counts["replayed"] += 1
         else:
             self.counts["not_replayed"] += 1
+
+
+def journal_paths(change: HostChange) -> list[bytes]:
+    """The paths ``change`` makes the journal record: a folder made, removed or moved also with
+    a trailing ``/`` (everything under it changed)."""
+    paths = [b"/".join(change.path)]
+    if change.kind == Kind.MOVED:
+        paths.append(b"/".join(change.dest))
+    whole = change.is_dir and change.kind not in (Kind.MODIFIED, Kind.ATTRIB)
+    return paths + [path + b"/" for path in paths if path] if whole else paths
 
 
 def invalidate(names: NameTable, inval: Invalidator, change: HostChange) -> None:

@@ -3,6 +3,7 @@
 The stack the kernel's requests go through, outermost first:
 
     WatchedShare   life cycle: the change stream, the page pusher, the trimmer; status
+    JournalingLayer  changes made through the mount, into the change journal (journal.py)
     NamingLayer    records every name the kernel is handed (names.py)
     ReplayGate     answers a replay's requests from its plan (replay.py)
     CachingLayer   answers from what is known while changes stream in; drops what changes
@@ -28,6 +29,8 @@ from bridgefs.client.changes import ChangeStream
 from bridgefs.client.convert import HostChange
 from bridgefs.client.gate import ReplayGate
 from bridgefs.client.invalidate import Invalidator, KernelNotifier
+from bridgefs.client.journal import ChangeJournal
+from bridgefs.client.journaling import JournalingLayer
 from bridgefs.client.layer import Layer
 from bridgefs.client.names import NameTable
 from bridgefs.client.naming import NamingLayer
@@ -73,7 +76,9 @@ class WatchedShare(Layer):
         )
         naming = NamingLayer(ReplayGate(self.caching, self.replayer), self.names)
         self.remote.session.locate = naming.locate
-        super().__init__(naming)
+        # (Without the stream the journal never follows: every answer is "everything".)
+        self.journal = ChangeJournal()
+        super().__init__(JournalingLayer(naming, self.names, self.journal))
         self.stream: ChangeStream | None = None
         self.trimmer: Trimmer | None = None
 
@@ -106,6 +111,9 @@ class WatchedShare(Layer):
             "known_names": len(self.names),
             **(stream.counts if stream else {}),
         }
+
+    def changes_since(self, token: str, under: bytes) -> tuple[str, list[bytes] | None]:
+        return self.journal.since(token, under)
 
     def destroy(self) -> None:
         self.close()

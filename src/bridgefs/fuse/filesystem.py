@@ -199,8 +199,8 @@ class FileSystem:
     read_only = False
 
     # --- life cycle -------------------------------------------------------------------------
-    # The daemon calls attach (before mounting), mounted (INIT answered), then status and stats
-    # whenever `bridgefs status`/`stats` ask, and destroy once at the end.
+    # The daemon calls attach (before mounting), mounted (INIT answered), then status, stats and
+    # changes_since whenever `bridgefs status`/`stats`/`fsmonitor` ask, and destroy at the end.
     def attach(self, notifier: Notifier, mountpoint: str) -> None:
         """Before mounting: how to send the kernel notifications, and where the mount is."""
 
@@ -214,6 +214,13 @@ class FileSystem:
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """Counters for `bridgefs stats` (reset to zero after reading when ``reset``)."""
         return {}
+
+    def changes_since(self, token: str, under: bytes) -> tuple[str, list[bytes] | None]:
+        """For `bridgefs fsmonitor`: (a token for now, the paths under ``under`` changed since
+        ``token``, relative to it, folders changed as a whole with a trailing ``/``).  None for
+        the paths: everything may have changed (the default: a filesystem that keeps no
+        journal cannot tell)."""
+        return "", None
 
     def init(self) -> None:
         """Called once INIT is negotiated, before any other request."""
