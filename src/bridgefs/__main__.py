@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
 
+# argparse and logging are imported where they are used: git starts `bridgefs fsmonitor` on
+# every status, and it needs neither.
+if TYPE_CHECKING:
+    import argparse
+
 
 def _add_fuse_options(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     p.add_argument("--workers", type=int, default=8, help="threads reading /dev/fuse (default 8)")
     p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
                    help="let users other than the one mounting use the mount (default: on when "
@@ -67,6 +73,8 @@ def _use_credentials(args: argparse.Namespace) -> None:
 
 
 def _fuse_config(args: argparse.Namespace):
+    import logging
+
     from .fuse.device import MountOptions
     from .fuse.negotiate import Tuning
 
@@ -115,6 +123,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
+    import logging
     import os
 
     from .fuse import device
@@ -173,6 +182,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="bridgefs", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bridgefs {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -239,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         from .serial import serve_main  # the server's, with serial: listens relayed in front
 
         return serve_main(argv[1:])
+    import logging
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="bridgefs: %(levelname)s %(message)s")

@@ -6,14 +6,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import logging
 import os
 import socket
 import stat
 import threading
-from typing import Any, Callable
-
-log = logging.getLogger(__name__)
+from collections.abc import Callable
+from typing import Any
 
 
 def runtime_dirs() -> list[str]:
@@ -113,7 +111,11 @@ class ControlServer:
                     handler = self.handlers.get(request.get("cmd", ""))
                     answer = handler(request) if handler else {"error": "unknown command"}
                 except Exception as exc:  # a bad request must not stop the control thread
-                    log.warning("control request failed: %s", exc)
+                    # (logging imported here: `bridgefs fsmonitor`, started by git on every
+                    # status, imports this module only to ask)
+                    import logging
+
+                    logging.getLogger(__name__).warning("control request failed: %s", exc)
                     answer = {"error": str(exc)}
                 try:
                     conn.sendall(json.dumps(answer).encode() + b"\n")
