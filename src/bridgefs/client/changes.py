@@ -118,12 +118,14 @@ class ChangeStream:
         self.counts["received"] += 1
         if change.kind == Kind.OVERFLOW:
             self.counts["overflows"] += 1
-            self.fs.journal.lost()
             self.fs.invalidate.everything()
+            self.fs.journal.lost()  # (after: see below)
             return
-        # Journaled before the invalidation: once the mount shows a change, the monitor does.
-        self.fs.journal.record(*journal_paths(change))
         invalidate(self.fs.names, self.fs.invalidate, change)
+        # Journaled once the kernel forgot what was stale: a monitor told of the change earlier
+        # could have git look at the old attributes, take the file as unchanged and never look
+        # again.  Told later, git hears of it at its next status.
+        self.fs.journal.record(*journal_paths(change))
         if self.fs.replay(change):
             self.counts["replayed"] += 1
         else:
