@@ -58,6 +58,16 @@ class Forwarder:
         return self._sock.getsockname()
 
     def start(self) -> "Forwarder":
+        if self._sock is None:
+            self.bind()
+        self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def bind(self) -> "Forwarder":
+        """Bind and listen without relaying yet (a sandboxed server binds before it restricts
+        itself, and starts threads after)."""
         sock = socket.socket(self.listen_family, socket.SOCK_STREAM)
         try:
             if self.listen_family in (socket.AF_INET, socket.AF_INET6):
@@ -72,9 +82,6 @@ class Forwarder:
             sock.close()
             raise
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept",
-                                        daemon=True)
-        self._thread.start()
         return self
 
     def close(self) -> None:

@@ -4,9 +4,9 @@ Every node a session holds is an O_PATH descriptor and every open file or direct
 more, all from one process-wide RLIMIT_NOFILE.  If the sessions' bounds add up to more than the
 limit, one session can take the descriptors every other session's handshake needs (EMFILE for
 all).  So the limit, less a reserve for sockets, the watcher and calls in flight, is shared out by
-a ``DescriptorPool``: half of it is guaranteed, an equal part to every session the server admits
-(present or still to come), and the other half is lent to whichever sessions need more.  A session
-may hold its guarantee plus the whole lent half (that sum is what the handshake advertises as
+a ``DescriptorPool``: a quarter of it is guaranteed, an equal part to every session the server
+admits (present or still to come), and the rest is lent to whichever sessions need more.  A session
+may hold its guarantee plus all that is lent (that sum is what the handshake advertises as
 ``max_nodes`` and what the tables enforce), but borrowing never touches another session's
 guarantee: a session that takes all it can leaves every other session its share, and gets ENFILE
 itself.  When the limit is too small to guarantee every session a useful share, fewer sessions
@@ -24,7 +24,8 @@ from bridgefs.server.handles import FDS_PER_OPEN, Limits
 
 log = logging.getLogger("bridgefs.server")
 
-MIN_GUARANTEE = 256  # descriptors every session is sure of: a shell's and an editor's worth
+MIN_GUARANTEE = 128  # descriptors every session is sure of: a shell's and an editor's worth
+GUARANTEED = 4  # 1/GUARANTEED of the room is guaranteed; the rest is lent
 
 
 def reserve(threads: int) -> int:
@@ -48,7 +49,7 @@ def fit(limits: Limits, threads: int, soft: int | None = None) -> Limits:
     room = room_of(threads, soft)
     if room is None:
         return limits
-    sessions = max(1, min(limits.max_sessions, room // (2 * MIN_GUARANTEE)))
+    sessions = max(1, min(limits.max_sessions, room // (GUARANTEED * MIN_GUARANTEE)))
     cap = DescriptorPool(room, sessions).cap
     max_open = max(1, min(limits.max_open, cap // (4 * FDS_PER_OPEN)))
     max_nodes = max(1, min(limits.max_nodes, cap))
@@ -80,7 +81,7 @@ class DescriptorPool:
 
     def __init__(self, room: int, sessions: int):
         self.room = room
-        self.guarantee = max(1, room // (2 * max(1, sessions)))
+        self.guarantee = max(1, room // (GUARANTEED * max(1, sessions)))
         self.lendable = max(0, room - self.guarantee * sessions)
         self.cap = self.guarantee + self.lendable
         self._lock = threading.Lock()
@@ -112,7 +113,7 @@ class Account:
 
     def take(self, n: int) -> bool:
         """Room for ``n`` more descriptors: False when the session is at its cap or the lent
-        half is all in use (by it or others)."""
+        part is all in use (by it or others)."""
         with self._lock:
             own = max(0, min(n, self.pool.guarantee - self.held))
             extra = n - own

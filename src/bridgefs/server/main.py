@@ -24,7 +24,7 @@ from bridgefs.address import Address, parse_address
 from bridgefs.credentials import MAKE_TOKEN, read_token
 from bridgefs.heap import keep_freed_memory
 from bridgefs.rpc import MAX_MESSAGE, pb_grpc
-from bridgefs.server import bounds
+from bridgefs.server import bounds, sandbox
 from bridgefs.server.auth import Auth, TokenInterceptor, cid_check, uid_check
 from bridgefs.server.handles import Limits
 from bridgefs.server.ownership import MODES as OWNERSHIP_MODES
@@ -173,10 +173,19 @@ class BridgeServer:
         self._forwarders.append(fwd)
         return fwd
 
-    def start(self, listen: list[str]) -> BridgeServer:
+    def start(self, listen: list[str], sandbox: str = "off") -> BridgeServer:
+        """Bind every address, restrict the process with ``sandbox`` (sandbox.apply's modes),
+        then serve."""
         if not listen:
             raise ValueError("nothing to listen on: give at least one address")
         bound = [self._listen(parse_address(spec)) for spec in listen]
+        try:
+            for fwd in self._forwarders:
+                fwd.bind()
+            self.sandboxed = self._restrict(sandbox)
+        except BaseException:
+            self.stop(0)
+            raise
         self._grpc.start()
         try:
             for fwd in self._forwarders:
@@ -194,6 +203,19 @@ class BridgeServer:
             self.addresses.append(item)
         self._reaper.start()
         return self
+
+    def _restrict(self, mode: str) -> bool:
+        # Sockets are bound by now; the sandbox allows the shares, the runtime, and the private
+        # socket folder (so that stop() can clear it).
+        shares = list(self.shares.values())
+        private = [self._private.path] if self._private is not None else []
+        return sandbox.apply(
+            mode,
+            [s.path for s in shares if not s.read_only],
+            [s.path for s in shares if s.read_only],
+            writable=private,
+            removable=[os.path.dirname(p) for p in private],
+        )
 
     def _reap_loop(self) -> None:
         interval = max(0.05, min(self.limits.idle_timeout / 4, 30.0))
@@ -234,10 +256,14 @@ def serve(
     auth: Auth | None = None,
     insecure: bool = False,
     owners: OwnershipConfig | None = None,
+    sandbox_mode: str = "off",
 ) -> BridgeServer:
     """Serve ``{name: (path, read_only)}`` on every address in ``listen``; returns the running
     server (``stop()`` it).  Raises OSError/ValueError for a bad share or address, and
-    ValueError for a tcp: or vsock: listener without a token or TLS unless ``insecure``."""
+    ValueError for a tcp: or vsock: listener without a token or TLS unless ``insecure``.
+    ``sandbox_mode`` (sandbox.apply's modes) is "off" here: a sandbox restricts the calling
+    thread for good, which only a process that is nothing but a server wants (the CLI's
+    default is "auto")."""
     if not shares:
         raise ValueError("no shares to serve")
     auth = auth or Auth()
@@ -252,7 +278,7 @@ def serve(
     keep_freed_memory()
     server = BridgeServer(opened, limits or Limits(), max_workers, auth, owners)
     try:
-        server.start(listen)
+        server.start(listen, sandbox_mode)
     except BaseException:
         server.stop(0)
         raise
@@ -342,6 +368,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow tcp:/vsock: listeners without a token or TLS (every peer is trusted)",
     )
+    a.add_argument(
+        "--sandbox",
+        choices=sandbox.MODES,
+        default="auto",
+        help="restrict the server with Landlock to its shares and runtime: required (refuse "
+        "to start without it), auto (default: where the kernel has it), off",
+    )
     o = p.add_argument_group("guest ownership")
     o.add_argument(
         "--ownership",
@@ -424,6 +457,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             auth=_auth(args),
             insecure=args.insecure,
             owners=_owners(args),
+            sandbox_mode=args.sandbox,
         )
     except (OSError, ValueError) as exc:
         log.error("%s", exc)

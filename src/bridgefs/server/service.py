@@ -24,7 +24,7 @@ from bridgefs.rpc import (
     pb,
     pb_grpc,
 )
-from bridgefs.server import ownership
+from bridgefs.server import ownership, testhook
 from bridgefs.server.auth import client_identity
 from bridgefs.server.confine import Refused
 from bridgefs.server.localfs import MAX_READDIR, Entry, LocalFs, Record
@@ -289,6 +289,10 @@ class FilesService(pb_grpc.FilesServicer):
 
     # --- names ------------------------------------------------------------------------------------
     def Lookup(self, r: pb.NameRequest, context: Context) -> pb.EntryReply:
+        if testhook.ENABLED:
+            broken = testhook.lookup(self._session(context), r.name)
+            if broken is not None:
+                return broken
         return self._run(
             context, pb.EntryReply, "lookup", lambda fs: _entry_reply(fs.lookup(r.parent, r.name))
         )
