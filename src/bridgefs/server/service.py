@@ -24,7 +24,7 @@ from bridgefs.rpc import (
     pb,
     pb_grpc,
 )
-from bridgefs.server import ownership, testhook
+from bridgefs.server import ownership, ranges, testhook
 from bridgefs.server.auth import client_identity
 from bridgefs.server.confine import Refused
 from bridgefs.server.localfs import MAX_READDIR, Entry, LocalFs, Record
@@ -168,6 +168,10 @@ class FilesService(pb_grpc.FilesServicer):
             if exc.errno in (errno.ENFILE, errno.EMFILE):
                 log.warning("refused %s for session %s: %s", op, session.short, exc.strerror)
             return reply_cls(errno=exc.errno or errno.EIO)
+        except OverflowError as exc:
+            # A number no check at the boundary caught: still the caller's mistake, not ours.
+            log.warning("refused %s for session %s: %s", op, session.short, exc)
+            return reply_cls(errno=errno.EOVERFLOW)
         except Exception:
             log.exception("%s failed for session %s", op, session.short)
             return reply_cls(errno=errno.EIO)
@@ -387,7 +391,7 @@ class FilesService(pb_grpc.FilesServicer):
                         mode=r.mode if h("mode") else None,
                         uid=r.uid if h("uid") else None,
                         gid=r.gid if h("gid") else None,
-                        size=r.size if h("size") else None,
+                        size=ranges.size(r.size) if h("size") else None,
                         atime_ns=r.atime_ns if h("atime_ns") else None,
                         mtime_ns=r.mtime_ns if h("mtime_ns") else None,
                         atime_now=r.atime_now,
@@ -407,7 +411,12 @@ class FilesService(pb_grpc.FilesServicer):
         )
 
     def Access(self, r: pb.AccessRequest, context: Context) -> pb.Status:
-        return self._run(context, pb.Status, "access", lambda fs: fs.access(r.handle, r.mask))
+        return self._run(
+            context,
+            pb.Status,
+            "access",
+            lambda fs: fs.access(r.handle, ranges.mask(r.mask, ranges.ACCESS_BITS, "access")),
+        )
 
     def StatFs(self, r: pb.NodeRequest, context: Context) -> pb.StatFsReply:
         def statfs(fs: LocalFs) -> pb.StatFsReply:
@@ -434,7 +443,9 @@ class FilesService(pb_grpc.FilesServicer):
             context,
             pb.Status,
             "setxattr",
-            lambda fs: fs.setxattr(r.handle, r.name, r.value, r.flags),
+            lambda fs: fs.setxattr(
+                r.handle, r.name, r.value, ranges.mask(r.flags, ranges.XATTR_BITS, "setxattr")
+            ),
         )
 
     def GetXattr(self, r: pb.XattrRequest, context: Context) -> pb.GetXattrReply:
@@ -489,9 +500,9 @@ class FilesService(pb_grpc.FilesServicer):
             pb.ReadReply,
             "read",
             lambda fs: pb.ReadReply(
-                data=fs.read(r.fh, r.offset, r.size)
+                data=fs.read(r.fh, ranges.offset(r.offset), r.size)
                 if r.fh
-                else fs.read_node(r.handle, r.offset, r.size)
+                else fs.read_node(r.handle, ranges.offset(r.offset), r.size)
             ),
         )
 
@@ -517,9 +528,9 @@ class FilesService(pb_grpc.FilesServicer):
             pb.WriteReply,
             "write",
             lambda fs: pb.WriteReply(
-                written=fs.write(r.fh, r.offset, r.data)
+                written=fs.write(r.fh, ranges.offset(r.offset), r.data)
                 if r.fh
-                else fs.write_node(r.handle, r.offset, r.data)
+                else fs.write_node(r.handle, ranges.offset(r.offset), r.data)
             ),
         )
 
@@ -550,7 +561,9 @@ class FilesService(pb_grpc.FilesServicer):
             context,
             pb.Status,
             "fallocate",
-            lambda fs: fs.fallocate(r.fh, r.offset, r.length, r.mode, handle=r.handle),
+            lambda fs: fs.fallocate(
+                r.fh, *ranges.extent(r.offset, r.length), r.mode, handle=r.handle
+            ),
         )
 
     def Lseek(self, r: pb.LseekRequest, context: Context) -> pb.LseekReply:
@@ -558,7 +571,9 @@ class FilesService(pb_grpc.FilesServicer):
             context,
             pb.LseekReply,
             "lseek",
-            lambda fs: pb.LseekReply(offset=fs.lseek(r.fh, r.offset, r.whence, handle=r.handle)),
+            lambda fs: pb.LseekReply(
+                offset=fs.lseek(r.fh, r.offset, ranges.whence(r.whence), handle=r.handle)
+            ),
         )
 
     def CopyFileRange(self, r: pb.CopyFileRangeRequest, context: Context) -> pb.CopyFileRangeReply:
@@ -569,10 +584,10 @@ class FilesService(pb_grpc.FilesServicer):
             lambda fs: pb.CopyFileRangeReply(
                 copied=fs.copy_file_range(
                     r.fh_in,
-                    r.offset_in,
+                    ranges.offset(r.offset_in, "offset_in"),
                     r.fh_out,
-                    r.offset_out,
-                    r.length,
+                    ranges.offset(r.offset_out, "offset_out"),
+                    ranges.count(r.length),
                     r.flags,
                     handle_in=r.handle_in,
                     handle_out=r.handle_out,
