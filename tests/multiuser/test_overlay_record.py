@@ -26,7 +26,8 @@ def test_host_files_keep_the_rwx_bits_and_what_the_server_needs():
     assert host_perm(stat.S_IFREG | 0o4000) == 0o600
     assert host_perm(stat.S_IFREG | 0o6755) == 0o755
     assert host_perm(stat.S_IFDIR | 0o3000) == 0o700
-    assert host_perm(stat.S_IFDIR | 0o1777) == 0o777
+    assert host_perm(stat.S_IFDIR | 0o1777) == 0o775  # no host user may empty it
+    assert host_perm(stat.S_IFREG | 0o666) == 0o664
 
 
 def test_options():

@@ -72,7 +72,8 @@ class Site:
 
 def host_problems(site: Site) -> list[str]:
     """What the host side must never hold after guests acted: under the overlay, anything not
-    owned by the server's user, setuid/setgid bits, device nodes, FIFOs, sockets, capabilities;
+    owned by the server's user, setuid/setgid bits, world-writable files or directories, device
+    nodes, FIFOs, sockets, capabilities;
     with --ownership host, owners other than the guest's, device nodes, setuid/setgid-root."""
     assert site.host is not None
     problems = []
@@ -96,7 +97,7 @@ def host_problems(site: Site) -> list[str]:
                 continue
             if st.st_uid != site.server_uid:
                 problems.append(f"{rel}: owned by {st.st_uid}, not the server's user")
-            if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            if st.st_mode & (stat.S_ISUID | stat.S_ISGID) or (plain and st.st_mode & 0o002):
                 problems.append(f"{rel}: mode {oct(st.st_mode)}")
             if fmt not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK):
                 problems.append(f"{rel}: a special file ({oct(fmt)})")

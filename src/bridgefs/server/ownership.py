@@ -7,9 +7,9 @@ chmods what it makes.  So, by default, a share keeps them in an overlay (``Overl
 ``user.bridgefs.owner`` extended attribute of the host file holds the guest-visible uid, gid,
 mode bits (setuid, setgid and sticky included), file type and rdev.  The host file stays owned
 by the server's user, with ordinary modes the server can always use (owner read and write,
-search for directories), no setuid or setgid bit and no device type: a guest mknod of a
-device, FIFO or socket makes an empty regular file the guest sees as that node.  Files without
-an overlay show the host file's own ids (or a configured owner) and mode.
+search for directories), no world write, no setuid or setgid bit and no device type: a guest
+mknod of a device, FIFO or socket makes an empty regular file the guest sees as that node.
+Files without an overlay show the host file's own ids (or a configured owner) and mode.
 
 User xattrs cannot be set on symlinks, so a symlink's guest owner, when it is not the host's,
 is kept by the directory holding it: ``user.bridgefs.links``, one line per name.
@@ -144,9 +144,11 @@ def restat(
 
 def host_perm(mode: int) -> int:
     """The permission bits a host file of guest ``mode`` gets under the overlay: the guest's
-    read/write/execute bits, never setuid/setgid/sticky, and always what the server needs."""
+    read/write/execute bits but world write (a guest's 0777 or /tmp-like 1777 directory would
+    otherwise be one every host user may empty), never setuid/setgid/sticky, and always what
+    the server needs."""
     need = 0o700 if stat.S_ISDIR(mode) else 0o600
-    return (mode & 0o777) | need
+    return (mode & 0o775) | need
 
 
 def _read(fd: int, name: bytes) -> bytes | None:
