@@ -42,6 +42,21 @@ class AgentError(AssertionError):
     pass
 
 
+def _tsc_khz_option() -> str:
+    """The guest's TSC frequency, told rather than measured.  Under TCG the guest reads the
+    host's TSC; a guest that calibrates it while the host is busy (its vCPU descheduled during
+    the measurement) gets it wrong by a large factor, and then its clock and timers run many
+    times too fast (a 120 s timeout in the guest expires in seconds)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return f" tsc_early_khz={round(float(line.split(':')[1]) * 1000)}"
+    except (OSError, ValueError):
+        pass
+    return ""
+
+
 class Guest:
     def __init__(self, images: dict[str, pathlib.Path], code: pathlib.Path, workdir: pathlib.Path,
                  serial_socket: pathlib.Path, *, memory_mb: int = 1536, cpus: int = 2):
@@ -54,7 +69,7 @@ class Guest:
             "-cpu", "max", "-smp", str(cpus), "-m", str(memory_mb),
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-nic", "none",
             "-kernel", str(images["kernel"]), "-initrd", str(images["initramfs"]),
-            "-append", "console=ttyS0 panic=-1 quiet loglevel=4 tsc=reliable",
+            "-append", "console=ttyS0 panic=-1 quiet loglevel=4 tsc=reliable" + _tsc_khz_option(),
             "-chardev", f"file,id=con,path={self.console}", "-serial", "chardev:con",
             "-drive", f"file={images['rootfs']},if=virtio,format=raw,readonly=on",
             "-drive", f"file={code},if=virtio,format=raw,readonly=on",

@@ -129,8 +129,11 @@ def test_server_gone_closes_the_stream(relay, tmp_path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
         s.settimeout(10)
-        s.sendall(b"hello")
-        assert s.recv(10) == b""
+        try:  # (closed "at once" may mean before this write)
+            s.sendall(b"hello")
+            assert s.recv(10) == b""
+        except (BrokenPipeError, ConnectionResetError):
+            pass
     EchoServer(echo.path)
     assert _roundtrip(path, b"again") == b"again"
 
