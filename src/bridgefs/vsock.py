@@ -65,7 +65,7 @@ class Forwarder:
         self._thread.start()
         return self
 
-    def bind(self) -> "Forwarder":
+    def bind(self) -> Forwarder:
         """Bind and listen without relaying yet (a sandboxed server binds before it restricts
         itself, and starts threads after)."""
         sock = socket.socket(self.listen_family, socket.SOCK_STREAM)

@@ -280,3 +280,16 @@ def test_hold_stream_ends_the_session_when_the_channel_closes(tree, tmp_path, se
 
     wait_until(attach, what="a session is free again after its channel closed")
     assert "channel closed" in server.log()
+
+
+def test_a_mount_with_the_token_reads_the_share(tree, tmp_path, serve, token_file):
+    from mounting import remote_mount
+
+    share, _ = tree
+    server = serve("--listen", "tcp:127.0.0.1:0", "--token-file", str(token_file),
+                   shares={"s": str(share)})
+    mnt = tmp_path / "mnt"
+    with remote_mount(server.address, "s", mnt, "--token-file", str(token_file)):
+        assert (mnt / "file").read_bytes() == b"inside\n"
+        (mnt / "new").write_bytes(b"through the mount\n")
+    assert (share / "new").read_bytes() == b"through the mount\n"
