@@ -55,6 +55,12 @@ _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP)
 MODES = ("overlay", "host")
 # A directory's symlink table is read, changed and written back whole, by any session.
 _LINKS_LOCK = threading.Lock()
+# Overlay records read, by (st_dev, st_ino): (st_ctime_ns when read, record or None).  Every
+# xattr change moves ctime, so a record whose ctime is unchanged is still the file's; the server
+# records its own writes here at once, since ctime's clock is coarser than a create-and-chmod.
+# Shared by every session (each one's writes are the others' news); emptied when full.
+_RECORDS: dict[tuple[int, int], tuple[int, Record | None]] = {}
+_RECORDS_MAX = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,8 +380,7 @@ class Overlay(Ownership):
         host_fmt = stat.S_IFMT(st.st_mode)
         if host_fmt not in (stat.S_IFREG, stat.S_IFDIR):
             return self._default(st)
-        raw = _read(fd, OWNER_XATTR)
-        record = None if raw is None else Record.decode(raw)
+        record = self._record(fd, st)
         if record is None:
             return self._default(st)
         fmt = stat.S_IFMT(record.mode)
@@ -393,8 +398,24 @@ class Overlay(Ownership):
             return stat.S_IFREG | 0o600  # the placeholder
         return stat.S_IFMT(mode) | host_perm(mode)
 
-    def _write(self, fd: int, record: Record) -> None:
+    @staticmethod
+    def _record(fd: int, st: os.stat_result) -> Record | None:
+        key = (st.st_dev, st.st_ino)
+        known = _RECORDS.get(key)
+        if known is not None and known[0] == st.st_ctime_ns:
+            return known[1]
+        raw = _read(fd, OWNER_XATTR)
+        record = None if raw is None else Record.decode(raw)
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.clear()
+        _RECORDS[key] = (st.st_ctime_ns, record)
+        return record
+
+    @staticmethod
+    def _write(fd: int, record: Record) -> None:
         os.setxattr(confine.proc_path(fd), OWNER_XATTR, record.encode())
+        st = os.fstat(fd)
+        _RECORDS[(st.st_dev, st.st_ino)] = (st.st_ctime_ns, record)
 
     def made(
         self, fd: int, caller: Caller | None, parent: os.stat_result, mode: int, rdev: int
