@@ -27,9 +27,9 @@ def place(world, request):
 
 
 @contextlib.contextmanager
-def mounted(place):
+def mounted(place, ro=""):
     with (
-        bridgefs_server({"share": str(place / "host")}, f"unix:{place / 'server.sock'}") as (
+        bridgefs_server({"share": f"{place / 'host'}{ro}"}, f"unix:{place / 'server.sock'}") as (
             address,
             _server,
         ),
@@ -95,3 +95,27 @@ def test_host_renames_and_copies(place):
             on_host.st_gid,
             on_host.st_mode,
         )
+
+
+def _xattrs(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                out[path] = {n: os.getxattr(path, n) for n in os.listxattr(path)}
+    return out
+
+
+def test_a_read_only_share_shows_owners_and_writes_none(place):
+    with mounted(place) as site:
+        _make(site)
+        want = _owners(site)
+    (place / "host" / "from-the-host").write_bytes(b"")
+    before = _xattrs(place / "host")
+    with mounted(place, ":ro") as site:
+        got = _owners(site)
+        assert got.pop("from-the-host") == (0, 0, oct(stat.S_IFREG | 0o644))
+        assert got == want
+        assert site.act(A, [["chmod", "a/f", 0o600]]) == [["err", "EROFS"]]
+    assert _xattrs(place / "host") == before
