@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from . import __version__
 
-# argparse and logging are imported where they are used: git starts `bridgefs fsmonitor` on
-# every status, and it needs neither.
+# argparse, logging and typing are imported where they are used: git starts `bridgefs
+# fsmonitor` on every status, and it needs none of them.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 

@@ -1,17 +1,24 @@
 """A mount's control socket: `bridgefs stats` and `bridgefs status` ask the process serving a
-mount point for its figures.  One JSON object per line each way."""
+mount point for its figures.  One JSON object per line each way, except where a handler answers
+in bytes of its own (`changes`: git's fsmonitor format, which `bridgefs fsmonitor` passes on).
+
+`bridgefs fsmonitor` runs on every `git status` and asks through this module: what only the
+server side or `ask` needs (json, socket, threading, typing) is imported where it is used.
+"""
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
-import socket
 import stat
-import threading
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Handler = Callable[[dict[str, Any]], "dict[str, Any] | bytes"]
 
 
 def runtime_dirs() -> list[str]:
@@ -79,13 +86,13 @@ def find_socket(mountpoint: str) -> str | None:
     return None
 
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
-
-
 class ControlServer:
     """Answers commands for one mount on a unix socket only its owner can reach."""
 
     def __init__(self, mountpoint: str, handlers: dict[str, Handler]):
+        import socket
+        import threading
+
         self.path = socket_path(mountpoint)
         self.handlers = handlers
         try:
@@ -100,6 +107,9 @@ class ControlServer:
         self._thread.start()
 
     def _serve(self) -> None:
+        import json
+
+        answer: dict[str, Any] | bytes
         while True:
             try:
                 conn, _ = self._sock.accept()
@@ -117,8 +127,9 @@ class ControlServer:
 
                     logging.getLogger(__name__).warning("control request failed: %s", exc)
                     answer = {"error": str(exc)}
+                reply = answer if isinstance(answer, bytes) else json.dumps(answer).encode() + b"\n"
                 try:
-                    conn.sendall(json.dumps(answer).encode() + b"\n")
+                    conn.sendall(reply)
                 except OSError:
                     pass
 
@@ -131,6 +142,17 @@ class ControlServer:
 
 
 def ask(mountpoint: str, cmd: str, **args: Any) -> dict[str, Any]:
+    import json
+
+    reply = ask_raw(mountpoint, json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+    answer: dict[str, Any] = json.loads(reply.split(b"\n", 1)[0])
+    return answer
+
+
+def ask_raw(mountpoint: str, request: bytes) -> bytes:
+    """Send one request line, return everything the mount answers (it closes after)."""
+    import socket
+
     path = find_socket(mountpoint)
     if path is None:
         raise OSError(f"no bridgefs process serves {mountpoint}")
@@ -140,5 +162,8 @@ def ask(mountpoint: str, cmd: str, **args: Any) -> dict[str, Any]:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise OSError(f"no bridgefs process serves {mountpoint}") from None
-        s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        return json.loads(s.makefile("r").readline())
+        s.sendall(request)
+        parts = []
+        while chunk := s.recv(1 << 16):
+            parts.append(chunk)
+        return b"".join(parts)

@@ -45,15 +45,15 @@ def _status_handler(session: Session, fs: FileSystem) -> Callable[[dict[str, Any
     return handle
 
 
-def _changes_handler(fs: FileSystem) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """`bridgefs fsmonitor`: what changed under a folder of the mount since a token."""
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
+def _changes_handler(fs: FileSystem) -> Callable[[dict[str, Any]], bytes]:
+    """`bridgefs fsmonitor`: what changed under a folder of the mount (``under``: its path from
+    the root, hex-encoded bytes) since a token, answered in git's fsmonitor format (the token,
+    then each path, NUL-terminated; ``/`` for everything), which the hook passes on as it is."""
+    def handle(request: dict[str, Any]) -> bytes:
         token, paths = fs.changes_since(str(request.get("since", "")),
-                                        os.fsencode(str(request.get("under", ""))))
-        if paths is None:
-            return {"token": token, "everything": True}
-        # (fsdecode: names that are not UTF-8 travel as surrogates in JSON and come back whole)
-        return {"token": token, "paths": [os.fsdecode(p) for p in paths]}
+                                        bytes.fromhex(str(request.get("under", ""))))
+        head = token.encode() + b"\0"
+        return head + (b"/" if paths is None else b"".join(p + b"\0" for p in paths if p))
     return handle
 
 

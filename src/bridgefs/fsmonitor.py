@@ -4,11 +4,12 @@ on a bridgefs mount.
 git runs ``bridgefs fsmonitor 2 TOKEN`` in the work tree and reads, NUL-separated, a new token
 and the paths changed since TOKEN, relative to the work tree (a folder changed as a whole ends in
 ``/``); a lone ``/`` means everything may have changed.  The answer comes from the mount's change
-journal, asked through the mount's control socket; anything this hook cannot be sure of (no
-bridgefs mount here, a mount that cannot answer, a token it did not issue) is answered ``/``,
-which costs git a full scan and nothing else.
+journal, asked through the mount's control socket, which answers in that format already;
+anything this hook cannot be sure of (no bridgefs mount here, a mount that cannot answer, a token
+it did not issue) is answered ``/``, which costs git a full scan and nothing else.
 
-Started on every `git status`: it imports only what asking the socket needs.
+Started on every `git status`, where its start is most of what the monitor costs: it imports
+no more than asking the socket needs (no json, argparse or logging).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from __future__ import annotations
 import os
 import sys
 
-from .control import ask, find_socket
+from .control import ask_raw, find_socket
 
 PROTOCOL = "2"
-UNSURE = "bridgefs:unsure"  # a token no mount issues: the next question is answered "/" too
+UNSURE = b"bridgefs:unsure"  # a token no mount issues: the next question is answered "/" too
+# What a token of ours is made of: anything else is sent as no token (built by hand, the
+# request needs no escaping).
+TOKEN_CHARS = frozenset("bridgefs:0123456789abcdef")
 
 
 def mount_of(path: str) -> str | None:
@@ -46,20 +50,27 @@ def _unescape(field: str) -> str:
     return field
 
 
-def changes(worktree: str, token: str) -> tuple[str, list[bytes] | None]:
-    """(the new token, the paths changed under ``worktree`` since ``token``, relative to it),
-    None for the paths when everything may have changed."""
+def answer(worktree: str, token: str) -> bytes:
+    """What git reads: the new token, then the paths changed under ``worktree`` since
+    ``token``, relative to it, each NUL-terminated; or the token and ``/``."""
     mountpoint = mount_of(worktree)
     if mountpoint is None or find_socket(mountpoint) is None:
-        return UNSURE, None
+        return UNSURE + b"\0/"
     under = os.path.relpath(worktree, mountpoint)
-    answer = ask(mountpoint, "changes", since=token, under="" if under == "." else under)
-    new = str(answer.get("token") or UNSURE)
-    if "error" in answer or answer.get("everything") or "paths" not in answer:
-        return new, None
-    # git keeps no entries inside its own folder: reporting them would only make it rescan.
-    paths = [os.fsencode(p) for p in answer["paths"]]
-    return new, [p for p in paths if p != b".git" and not p.startswith(b".git/")]
+    under_hex = b"" if under == "." else os.fsencode(under).hex().encode()
+    since = token.encode() if set(token) <= TOKEN_CHARS else b""
+    reply = ask_raw(
+        mountpoint,
+        b'{"cmd": "changes", "since": "%s", "under": "%s"}\n' % (since, under_hex),
+    )
+    new, sep, rest = reply.partition(b"\0")
+    if not sep or not new or new.startswith(b"{"):  # (a JSON line: the mount's error)
+        return UNSURE + b"\0/"
+    if rest == b"/":
+        return reply
+    # git keeps no entries inside its own folder: naming them would only make it rescan.
+    paths = [p for p in rest.split(b"\0") if p and p != b".git" and not p.startswith(b".git/")]
+    return new + b"\0" + b"".join(p + b"\0" for p in paths)
 
 
 def main(argv: list[str]) -> int:
@@ -70,12 +81,10 @@ def main(argv: list[str]) -> int:
         )
         return 1
     try:
-        token, paths = changes(os.getcwd(), argv[1])
+        out = answer(os.getcwd(), argv[1])
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"bridgefs fsmonitor: {exc}: answering that everything changed\n")
-        token, paths = UNSURE, None
-    out = sys.stdout.buffer
-    out.write(token.encode() + b"\0")
-    out.write(b"/" if paths is None else b"".join(p + b"\0" for p in paths if p))
-    out.flush()
+        out = UNSURE + b"\0/"
+    sys.stdout.buffer.write(out)
+    sys.stdout.buffer.flush()
     return 0

@@ -15,7 +15,7 @@ import sys
 
 from waiting import wait_until
 
-from bridgefs.control import ask
+from bridgefs.control import ask_raw
 from eventkit import status, wait_for_events, wait_settled
 from mounting import bridgefs_server
 
@@ -157,7 +157,11 @@ def test_answers_everything_after_the_stream_was_down(served, tmp_path):
     )
     # Nothing is known while nobody watches (the mount itself answers nothing then, git would
     # fail first: asked on the control socket).
-    assert ask(str(mnt), "changes", since=token, under="work/repo")["everything"]
+    question = b'{"cmd": "changes", "since": "%s", "under": "%s"}\n' % (
+        token.encode(),
+        b"work/repo".hex().encode(),
+    )
+    assert ask_raw(str(mnt), question).endswith(b"\0/")
     (host / "work" / "repo" / "a.txt").write_text("changed while nobody watched\n")
 
     with bridgefs_server({"share": str(host)}, listen):
