@@ -69,7 +69,7 @@ def test_without_or_with_a_wrong_token_nothing_is_read(
         assert client.read_file(b"file") == b"inside\n"
     finally:
         client.close()
-    assert "refused a call" in server.log()
+    assert "no valid token" in server.log()
 
 
 def test_serve_refuses_open_tcp_and_vsock_listeners(tree):
@@ -293,3 +293,30 @@ def test_a_mount_with_the_token_reads_the_share(tree, tmp_path, serve, token_fil
         assert (mnt / "file").read_bytes() == b"inside\n"
         (mnt / "new").write_bytes(b"through the mount\n")
     assert (share / "new").read_bytes() == b"through the mount\n"
+
+
+def test_a_client_at_its_in_flight_bound_waits_instead_of_failing(tree, tmp_path, serve):
+    """The bound on calls in flight is back-pressure: the client sends a refused call again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bridgefs.client.session import ServerSession
+    from bridgefs.client.writes import WriteBehind
+
+    share, _ = tree
+    for i in range(2000):
+        (share / f"f{i:04d}").write_bytes(b"")
+    server = serve("--listen", f"unix:{tmp_path / 's.sock'}", "--max-client-inflight", "1",
+                   shares={"s": str(share)})
+    session = ServerSession(server.address, "s", WriteBehind())
+    try:
+        def listing(_: int) -> int:
+            reply = session.call(session.stub.ListDir, pb.ReadDirRequest(handle=1,
+                                                                         max_entries=4096))
+            return len(reply.entries)
+
+        with ThreadPoolExecutor(16) as pool:
+            counts = list(pool.map(listing, range(64)))
+    finally:
+        session.close(lambda: None)
+    assert all(c == 2003 for c in counts)  # ".", "..", "file" and the 2000
+    assert "1 calls in flight" in server.log()  # the bound was met, and nobody saw it

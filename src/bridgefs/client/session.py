@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -36,6 +37,9 @@ log = logging.getLogger("bridgefs.client")
 
 REQUIRED_CAPABILITIES = ("readdirplus", "forget-batch", "node-io")
 EPOCH_SHIFT = 40
+# Pauses before a call refused with EAGAIN (the server's bound on calls in flight) is sent again:
+# doubling from the first to the most.
+BUSY_WAIT_FIRST, BUSY_WAIT_MAX = 0.001, 0.05
 HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 
 # Where a node id was last named: (parent node id, name), or None; for rebinding after a restart.
@@ -151,11 +155,22 @@ class ServerSession:
         if self._writes.busy and rpc not in self._unordered:
             self._writes.drain()  # whatever this asks or changes comes after the writes answered
         started = time.perf_counter_ns()
-        try:
-            reply = rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
-            raise FsError(errno_of(exc)) from None
+        limit = timeout or self.timeout
+        deadline = time.monotonic() + limit
+        wait = BUSY_WAIT_FIRST
+        while True:
+            try:
+                reply = rpc(request, timeout=limit, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, True)
+                raise FsError(errno_of(exc)) from None
+            if reply.errno != errno.EAGAIN or time.monotonic() + wait > deadline:
+                break
+            # The server's bound on calls in flight for this client: it did nothing, so the
+            # call waits for room (as long as the call may take) rather than failing the
+            # program that made it.  Jitter keeps waiting callers from coming back together.
+            time.sleep(wait * random.uniform(0.5, 1.0))
+            wait = min(wait * 2, BUSY_WAIT_MAX)
         self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
         self.counts.touch()
         if reply.errno:

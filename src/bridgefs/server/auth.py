@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import struct
+import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +55,41 @@ class Auth:
         )
 
 
+class _Quiet:
+    """At most one log line per peer host per ``every`` seconds: a client knocking without the
+    token in a loop must not fill the log."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def refused(self, peer: str) -> None:
+        host = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+        now = time.monotonic()
+        with self._lock:
+            self._counts[host] = self._counts.get(host, 0) + 1
+            if now - self._last.get(host, -self.every) < self.every:
+                return
+            self._last[host] = now
+            count = self._counts.pop(host)
+            if len(self._last) > 4096:  # forget hosts long quiet
+                self._last = {h: t for h, t in self._last.items() if now - t < self.every}
+        log.warning(
+            "refused %d call(s) from %s: no valid token (said at most every %.0f s)",
+            count,
+            host,
+            self.every,
+        )
+
+
+_quiet = _Quiet()
+
+
 def _refuse(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     def deny(request: object, context: grpc.ServicerContext) -> None:
-        log.warning("refused a call from %s: no valid token", context.peer())
+        _quiet.refused(str(context.peer()))
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "bridgefs: a valid token is required")
 
     kinds: dict[str, Callable[..., grpc.RpcMethodHandler]] = {
