@@ -95,6 +95,14 @@ class ServerSession:
         self.max_readdir_entries = hello.max_readdir_entries
         self.max_nodes = hello.max_nodes  # 0: the server did not say
         self.root_attr = hello.root.attr
+        self.ownership = hello.ownership or "overlay"
+        if self.ownership == "mapped":
+            log.warning(
+                "share %r: the host filesystem refuses user xattrs, so guest owners and modes "
+                "are not kept: files show the host's mode and a fixed owner (see README, "
+                "Ownership)",
+                share,
+            )
         # Calls that need not wait for queued writes: nothing they read or change is something
         # a write changes (the security.capability a host write drops was removed through the
         # mount before the kernel sent that write).
