@@ -73,3 +73,14 @@ def test_the_layer_records_changes_through_the_mount_by_path():
     names.forget(d)  # a node known by no path: the journal cannot say where it changed
     fs.create(CTX, d, b"h", stat.S_IFREG | 0o644, 0o022, os.O_RDWR)
     assert journal.since(token, b"")[1] is None
+
+
+def test_a_path_changed_again_is_one_entry():
+    journal = following()  # a bound of 8 paths
+    token, _ = journal.since("", b"")
+    for n in range(100):  # a log written line by line, beside two other files
+        journal.record(b"app.log", b"a%d" % (n % 2))
+    assert sorted(journal.since(token, b"")[1]) == [b"a0", b"a1", b"app.log"]
+    middle, _ = journal.since("", b"")
+    journal.record(b"a0")
+    assert journal.since(middle, b"")[1] == [b"a0"]

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections import deque
+from collections import OrderedDict
 
-CAPACITY = 100_000  # paths kept; an answer past them is "everything"
+CAPACITY = 100_000  # distinct paths kept; an answer past them is "everything"
 MAX_ANSWER = 50_000  # past this many paths "everything" is cheaper for the asker too
 
 Paths = list[bytes] | None  # None: everything may have changed
@@ -37,7 +37,10 @@ class ChangeJournal:
         self._seq = 0
         # Tokens older than this cannot be answered: something after them was lost.
         self._horizon = 0
-        self._log: deque[tuple[int, bytes]] = deque()
+        # path -> the sequence number of its latest change, oldest first: a path changed again
+        # moves to the end, so a file written in many pieces (or a log written all day) is one
+        # entry, and the journal's bound counts paths rather than changes.
+        self._log: OrderedDict[bytes, int] = OrderedDict()
         self._following = False  # host changes arrive (the stream is up)
 
     # --- fed by the stream and the layer -------------------------------------------------------
@@ -45,11 +48,10 @@ class ChangeJournal:
         with self._lock:
             for path in paths:
                 self._seq += 1
-                if self._log and self._log[-1][1] == path:
-                    self._log.pop()  # (a file written in many pieces stays one entry)
-                self._log.append((self._seq, path))
+                self._log[path] = self._seq
+                self._log.move_to_end(path)
                 if len(self._log) > self._capacity:
-                    self._horizon = self._log.popleft()[0]
+                    self._horizon = self._log.popitem(last=False)[1]
 
     def lost(self) -> None:
         """Changes may have happened unseen: every token handed out so far answers everything."""
@@ -76,9 +78,11 @@ class ChangeJournal:
             seq = self._seq_of(token)
             if not self._following or seq is None or not self._horizon <= seq <= self._seq:
                 return now, None
-            changed = (
-                [path for n, path in reversed(self._log) if n > seq] if seq < self._seq else []
-            )
+            changed = []
+            for path, n in reversed(self._log.items()):
+                if n <= seq:
+                    break
+                changed.append(path)
         return now, _under(changed, under)
 
     def _seq_of(self, token: str) -> int | None:
