@@ -20,7 +20,9 @@ PROTO_ROOT = ROOT / "proto"
 PROTO = "bridgefs/v1/files.proto"
 DEFAULT_OUT = ROOT / "src" / "bridgefs" / "rpc"
 GENERATED = (
-    "bridgefs/v1/files_pb2.py", "bridgefs/v1/files_pb2.pyi", "bridgefs/v1/files_pb2_grpc.py",
+    "bridgefs/v1/files_pb2.py",
+    "bridgefs/v1/files_pb2.pyi",
+    "bridgefs/v1/files_pb2_grpc.py",
 )
 _IMPORT_FROM = "from bridgefs.v1 import files_pb2"
 _IMPORT_TO = "from bridgefs.rpc.bridgefs.v1 import files_pb2"
@@ -31,8 +33,12 @@ def generate(out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     args = [
-        "protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--grpc_python_out={out}",
-        f"--pyi_out={out}", str(PROTO_ROOT / PROTO),
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--pyi_out={out}",
+        str(PROTO_ROOT / PROTO),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")

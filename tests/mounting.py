@@ -32,8 +32,14 @@ def require_fuse() -> None:
 
 
 @contextlib.contextmanager
-def mounted(fs: FileSystem, mountpoint: pathlib.Path, *, workers: int = 4,
-            tuning: Tuning | None = None, options: device.MountOptions | None = None):
+def mounted(
+    fs: FileSystem,
+    mountpoint: pathlib.Path,
+    *,
+    workers: int = 4,
+    tuning: Tuning | None = None,
+    options: device.MountOptions | None = None,
+):
     require_fuse()
     mountpoint.mkdir(parents=True, exist_ok=True)
     session = Session(fs, str(mountpoint), workers=workers, tuning=tuning, options=options)
@@ -86,8 +92,12 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 
 @contextlib.contextmanager
-def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None = None,
-                    options: list[str] | None = None):
+def bridgefs_server(
+    shares: dict[str, str],
+    listen: str,
+    wrap: list[str] | None = None,
+    options: list[str] | None = None,
+):
     """`bridgefs serve` in its own process; yields the bound address (tcp port 0 resolved).
 
     ``wrap`` prefixes the command (e.g. unshare, to give the server a view of its own);
@@ -110,6 +120,7 @@ def bridgefs_server(shares: dict[str, str], listen: str, wrap: list[str] | None 
 @contextlib.contextmanager
 def remote_mount(address: str, share: str, mountpoint: pathlib.Path, *extra: str):
     """`bridgefs mount --foreground` of a served share; always unmounted afterwards."""
-    with mounted_by(["mount", address, share, str(mountpoint), "--foreground", *extra],
-                    mountpoint) as proc:
+    with mounted_by(
+        ["mount", address, share, str(mountpoint), "--foreground", *extra], mountpoint
+    ) as proc:
         yield proc

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -18,8 +19,9 @@ T = TypeVar("T")
 PATIENCE = 60.0
 
 
-def wait_until(check: Callable[[], T], timeout: float = PATIENCE, what: str = "condition",
-               every: float = 0.02) -> T:
+def wait_until(
+    check: Callable[[], T], timeout: float = PATIENCE, what: str = "condition", every: float = 0.02
+) -> T:
     """Call ``check`` until it returns something true (an OSError counts as false); return it.
 
     Fails the test with ``what`` and the last value or error seen once ``timeout`` passes."""

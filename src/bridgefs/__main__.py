@@ -18,38 +18,65 @@ def _add_fuse_options(p: argparse.ArgumentParser) -> None:
     import argparse
 
     p.add_argument("--workers", type=int, default=8, help="threads reading /dev/fuse (default 8)")
-    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
-                   help="let users other than the one mounting use the mount (default: on when "
-                        "mounting as root, so a VM's containers of any uid can reach the share; "
-                        "the kernel checks each access against the owners and modes shown)")
+    p.add_argument(
+        "--allow-other",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let users other than the one mounting use the mount (default: on when "
+        "mounting as root, so a VM's containers of any uid can reach the share; "
+        "the kernel checks each access against the owners and modes shown)",
+    )
     p.add_argument("--read-only", action="store_true", help="mount read-only")
-    p.add_argument("--writeback-cache", action="store_true",
-                   help="let the kernel gather writes in its page cache (it then trusts its own "
-                        "size and mtime of cached files over the host's: not with --no-events)")
+    p.add_argument(
+        "--writeback-cache",
+        action="store_true",
+        help="let the kernel gather writes in its page cache (it then trusts its own "
+        "size and mtime of cached files over the host's: not with --no-events)",
+    )
 
 
 def _add_remote_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uid", type=int, help="present every file as owned by this uid")
     p.add_argument("--gid", type=int, help="present every file as owned by this gid")
-    p.add_argument("--entry-timeout", type=float, default=1.0,
-                   help="seconds the kernel may trust a name (default 1)")
-    p.add_argument("--attr-timeout", type=float, default=1.0,
-                   help="seconds the kernel may trust attributes (default 1)")
-    p.add_argument("--cache-timeout", type=float, default=3600.0,
-                   help="how long caches live while host changes are streamed (default 3600 s)")
-    p.add_argument("--no-events", action="store_true",
-                   help="do not follow host changes (short timeouts only, no inotify replay)")
-    p.add_argument("--token-file", metavar="FILE",
-                   help="the server's secret (mode 0600), sent with every call")
+    p.add_argument(
+        "--entry-timeout",
+        type=float,
+        default=1.0,
+        help="seconds the kernel may trust a name (default 1)",
+    )
+    p.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=1.0,
+        help="seconds the kernel may trust attributes (default 1)",
+    )
+    p.add_argument(
+        "--cache-timeout",
+        type=float,
+        default=3600.0,
+        help="how long caches live while host changes are streamed (default 3600 s)",
+    )
+    p.add_argument(
+        "--no-events",
+        action="store_true",
+        help="do not follow host changes (short timeouts only, no inotify replay)",
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="the server's secret (mode 0600), sent with every call"
+    )
 
 
 def _add_tls_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tls-ca", metavar="PEM", help="tcp: with TLS: the CA of the server's "
-                                                   "certificate")
+    p.add_argument(
+        "--tls-ca", metavar="PEM", help="tcp: with TLS: the CA of the server's certificate"
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="this client's certificate")
     p.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
-    p.add_argument("--tls-server-name", metavar="NAME",
-                   help="the name in the server's certificate, if not the host dialed")
+    p.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name in the server's certificate, if not the host dialed",
+    )
 
 
 def _use_credentials(args: argparse.Namespace) -> None:
@@ -60,10 +87,12 @@ def _use_credentials(args: argparse.Namespace) -> None:
 
     from .credentials import TOKEN_ENV, ClientCredentials
 
-    named = {TOKEN_ENV: args.token_file,
-             "BRIDGEFS_TLS_CA": getattr(args, "tls_ca", None),
-             "BRIDGEFS_TLS_CERT": getattr(args, "tls_cert", None),
-             "BRIDGEFS_TLS_KEY": getattr(args, "tls_key", None)}
+    named = {
+        TOKEN_ENV: args.token_file,
+        "BRIDGEFS_TLS_CA": getattr(args, "tls_ca", None),
+        "BRIDGEFS_TLS_CERT": getattr(args, "tls_cert", None),
+        "BRIDGEFS_TLS_KEY": getattr(args, "tls_key", None),
+    }
     for key, path in named.items():
         if path:
             os.environ[key] = os.path.abspath(path)
@@ -83,12 +112,14 @@ def _fuse_config(args: argparse.Namespace):
         # Root mounts for everyone: a share a VM's containers cannot reach is no share.  Others
         # need user_allow_other in /etc/fuse.conf for it, so they ask for it themselves.
         allow_other = os.geteuid() == 0
-    options = MountOptions(allow_other=allow_other, default_permissions=True,
-                           read_only=args.read_only)
+    options = MountOptions(
+        allow_other=allow_other, default_permissions=True, read_only=args.read_only
+    )
     if args.writeback_cache and getattr(args, "no_events", False):
         logging.getLogger("bridgefs").warning(
             "--writeback-cache with --no-events: files the host changes keep the size and mtime "
-            "the VM last had for them")
+            "the VM last had for them"
+        )
     return options, Tuning(writeback_cache=args.writeback_cache)
 
 
@@ -104,10 +135,17 @@ def cmd_memfs(args: argparse.Namespace) -> int:
 def _remote_fs(args: argparse.Namespace, address: str, share: str):
     from .client.watched import WatchedShare
 
-    return WatchedShare(address, share, entry_timeout=args.entry_timeout,
-                             attr_timeout=args.attr_timeout, uid=args.uid, gid=args.gid,
-                             read_only=args.read_only, watch=not args.no_events,
-                             long_timeout=args.cache_timeout)
+    return WatchedShare(
+        address,
+        share,
+        entry_timeout=args.entry_timeout,
+        attr_timeout=args.attr_timeout,
+        uid=args.uid,
+        gid=args.gid,
+        read_only=args.read_only,
+        watch=not args.no_events,
+        long_timeout=args.cache_timeout,
+    )
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -131,8 +169,11 @@ def cmd_umount(args: argparse.Namespace) -> int:
     try:
         device.unmount(os.path.realpath(args.mountpoint), lazy=args.lazy)
     except OSError as exc:
-        hint = " (files are open there; --lazy detaches it now)" if "busy" in str(exc).lower() \
-            or getattr(exc, "errno", 0) == 16 else ""
+        hint = (
+            " (files are open there; --lazy detaches it now)"
+            if "busy" in str(exc).lower() or getattr(exc, "errno", 0) == 16
+            else ""
+        )
         logging.getLogger("bridgefs").error("cannot unmount %s: %s%s", args.mountpoint, exc, hint)
         return 1
     return 0
@@ -186,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="bridgefs", description=__doc__)
     parser.add_argument("--version", action="version", version=f"bridgefs {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every connection and error")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log every connection and error"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("memfs", help="mount an in-memory filesystem (for trying FUSE out)")
@@ -196,16 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_memfs)
 
     # Listed for --help; main() hands "serve ..." to the server's own parser before this one.
-    sub.add_parser("serve", help="serve host folders (run on the host): serve --help",
-                   add_help=False)
+    sub.add_parser(
+        "serve", help="serve host folders (run on the host): serve --help", add_help=False
+    )
 
     p = sub.add_parser("mount", help="mount a served share (run in the VM)")
-    p.add_argument("address", help="vsock:CID:PORT, serial:NAME (virtio-serial port), unix:PATH "
-                                   "or tcp:HOST:PORT")
+    p.add_argument(
+        "address",
+        help="vsock:CID:PORT, serial:NAME (virtio-serial port), unix:PATH or tcp:HOST:PORT",
+    )
     p.add_argument("share", help="the share's name, as given to serve --share NAME=PATH")
     p.add_argument("mountpoint")
-    p.add_argument("-f", "--foreground", action="store_true",
-                   help="stay in the foreground (default: return once mounted)")
+    p.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground (default: return once mounted)",
+    )
     _add_fuse_options(p)
     _add_remote_options(p)
     _add_tls_options(p)
@@ -229,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     # Listed for --help; main() runs "fsmonitor ..." before this parser is made.
-    sub.add_parser("fsmonitor", help="git's core.fsmonitor hook (protocol 2) for a repository "
-                                     "on a mount: fsmonitor 2 TOKEN", add_help=False)
+    sub.add_parser(
+        "fsmonitor",
+        help="git's core.fsmonitor hook (protocol 2) for a repository "
+        "on a mount: fsmonitor 2 TOKEN",
+        add_help=False,
+    )
 
     p = sub.add_parser("stats", help="requests a mount received and the round trips they cost")
     p.add_argument("mountpoint")
@@ -253,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="bridgefs: %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="bridgefs: %(levelname)s %(message)s",
+    )
     try:
         return args.func(args)
     except (OSError, ValueError) as exc:

@@ -92,7 +92,9 @@ def _parse_tcp(rest: str, spec: str) -> Address:
         if not sep:
             raise ValueError(f"bad tcp address {spec!r}: expected tcp:HOST:PORT")
         if ":" in host:
-            raise ValueError(f"bad tcp address {spec!r}: put IPv6 hosts in brackets, tcp:[::1]:PORT")
+            raise ValueError(
+                f"bad tcp address {spec!r}: put IPv6 hosts in brackets, tcp:[::1]:PORT"
+            )
     if not host:
         raise ValueError(f"bad tcp address {spec!r}: empty host")
     return Address("tcp", host=host, port=_port(port_text, spec))
@@ -103,7 +105,9 @@ def parse_address(spec: str) -> Address:
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in _KINDS:
         raise ValueError(
-            f"bad address {spec!r}: expected vsock:CID:PORT, unix:PATH, tcp:HOST:PORT or serial:PORT")
+            f"bad address {spec!r}: expected vsock:CID:PORT, unix:PATH, tcp:HOST:PORT or "
+            "serial:PORT"
+        )
     if kind in ("unix", "serial"):
         if not rest:
             raise ValueError(f"bad {kind} address {spec!r}: empty path")

@@ -74,7 +74,7 @@ class FrameReader:
             end = HEADER.size + length
             if len(buf) < end:
                 break
-            frames.append((kind, session, stream, bytes(buf[HEADER.size:end])))
+            frames.append((kind, session, stream, bytes(buf[HEADER.size : end])))
             del buf[:end]
         return frames
 
@@ -115,8 +115,12 @@ class _Streams:
             self._socks[stream] = sock
 
     def start(self, session: int, stream: int, sock: socket.socket) -> None:
-        threading.Thread(target=self._pump, args=(session, stream, sock), daemon=True,
-                         name=f"{self.name}-{stream}").start()
+        threading.Thread(
+            target=self._pump,
+            args=(session, stream, sock),
+            daemon=True,
+            name=f"{self.name}-{stream}",
+        ).start()
 
     def deliver(self, session: int, stream: int, payload: bytes) -> None:
         sock = self._socks.get(stream)
@@ -194,9 +198,12 @@ def resolve_port(spec: str) -> str:
             continue
     if os.path.exists(f"/dev/{spec}"):
         return f"/dev/{spec}"
-    raise OSError(errno.ENOENT, f"no virtio-serial port named {spec!r} (is the VM given "
-                                f"-device virtserialport,name={spec} and the virtio_console "
-                                f"module loaded?)")
+    raise OSError(
+        errno.ENOENT,
+        f"no virtio-serial port named {spec!r} (is the VM given "
+        f"-device virtserialport,name={spec} and the virtio_console "
+        f"module loaded?)",
+    )
 
 
 class SerialDialer:
@@ -210,10 +217,14 @@ class SerialDialer:
             try:
                 self._fd = os.open(self.device, os.O_RDWR | os.O_CLOEXEC)
             except OSError as exc:
-                hint = " (the port is open elsewhere: one mount per port)" \
-                    if exc.errno == errno.EBUSY else ""
-                raise OSError(exc.errno, f"cannot open {self.device}: {exc.strerror}{hint}") \
-                    from None
+                hint = (
+                    " (the port is open elsewhere: one mount per port)"
+                    if exc.errno == errno.EBUSY
+                    else ""
+                )
+                raise OSError(
+                    exc.errno, f"cannot open {self.device}: {exc.strerror}{hint}"
+                ) from None
         self._streams = _Streams(self._write_port, "serial-stream")
         self._session = 0
         self._nonce = 0  # of our last RESYNC: the HELLO that answers it carries it back
@@ -244,8 +255,9 @@ class SerialDialer:
             self._resync_sent = time.monotonic()
             nonce = self._nonce
         # A write blocks while no host end is connected, hence a thread of its own.
-        threading.Thread(target=self._resync, args=(nonce,), daemon=True,
-                         name="serial-resync").start()
+        threading.Thread(
+            target=self._resync, args=(nonce,), daemon=True, name="serial-resync"
+        ).start()
 
     def _resync(self, nonce: int) -> None:
         try:
@@ -424,7 +436,7 @@ class SerialListener:
         self._ports: set[_HostPort] = set()
         self._acceptor = _Acceptor(socket.AF_UNIX, path, self._adopt, "serial-listen")
 
-    def start(self) -> "SerialListener":
+    def start(self) -> SerialListener:
         try:
             if os.path.exists(self.path) and not os.path.isdir(self.path):
                 os.unlink(self.path)  # a socket left by a server that was killed
@@ -450,7 +462,7 @@ class SerialListener:
         for port in ports:
             port.close()
 
-    def __enter__(self) -> "SerialListener":
+    def __enter__(self) -> SerialListener:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -475,7 +487,7 @@ def split_serial_listens(argv: list[str]) -> tuple[list[str], list[str]]:
         if value is None:
             rest.append(arg)
         elif value.startswith("serial:") and len(value) > len("serial:"):
-            paths.append(value[len("serial:"):])
+            paths.append(value[len("serial:") :])
         else:
             rest += ["--listen", value]
     return rest, paths
@@ -511,8 +523,12 @@ def serve_main(argv: list[str]) -> int:
     try:
         for path in paths:
             listeners.append(SerialListener(os.path.abspath(path), inner).start())
-        threading.Thread(target=_announce_when_reachable, args=(inner, paths, stop),
-                         daemon=True, name="serial-announce").start()
+        threading.Thread(
+            target=_announce_when_reachable,
+            args=(inner, paths, stop),
+            daemon=True,
+            name="serial-announce",
+        ).start()
         return serve_grpc(rest + ["--listen", f"unix:{inner}"])
     finally:
         stop.set()

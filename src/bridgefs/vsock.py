@@ -31,9 +31,18 @@ _CONNECT_TIMEOUT = 10.0
 class Forwarder:
     """Accept on one socket; relay each connection byte for byte to a new connection to a target."""
 
-    def __init__(self, listen_family: int, listen_addr, target_family: int, target_addr, *,
-                 backlog: int = 64, name: str = "forwarder", peer_check=None,
-                 socket_mode: int | None = None):
+    def __init__(
+        self,
+        listen_family: int,
+        listen_addr,
+        target_family: int | None,
+        target_addr,
+        *,
+        backlog: int = 64,
+        name: str = "forwarder",
+        peer_check=None,
+        socket_mode: int | None = None,
+    ):
         self.listen_family = listen_family
         self.listen_addr = listen_addr
         self.target_family = target_family
@@ -57,11 +66,12 @@ class Forwarder:
         assert self._sock is not None, "start() first"
         return self._sock.getsockname()
 
-    def start(self) -> "Forwarder":
+    def start(self) -> Forwarder:
         if self._sock is None:
             self.bind()
-        self._thread = threading.Thread(target=self._accept_loop, name=f"{self.name}-accept",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"{self.name}-accept", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -107,7 +117,7 @@ class Forwarder:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Forwarder":
+    def __enter__(self) -> Forwarder:
         return self.start() if self._sock is None else self
 
     def __exit__(self, *exc) -> None:
@@ -115,15 +125,17 @@ class Forwarder:
 
     # --- relaying ------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
+        listener = self._sock
+        assert listener is not None  # (started)
         poller = select.poll()
-        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(listener.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
         while True:
             ready = {fd for fd, _ in poller.poll()}
             if self._wake_r in ready or self._closed:
                 return
             try:
-                client, peer = self._sock.accept()
+                client, peer = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 continue
             except OSError as exc:
@@ -139,8 +151,12 @@ class Forwarder:
                 log.warning("%s: refused a connection: %s", self.name, refusal)
                 client.close()
                 continue
-            threading.Thread(target=self._connect_and_relay, args=(client,),
-                             name=f"{self.name}-conn", daemon=True).start()
+            threading.Thread(
+                target=self._connect_and_relay,
+                args=(client,),
+                name=f"{self.name}-conn",
+                daemon=True,
+            ).start()
 
     def _refusal(self, client: socket.socket, peer) -> str | None:
         if self.peer_check is None:
@@ -151,6 +167,7 @@ class Forwarder:
             return f"cannot tell who the peer is: {exc}"
 
     def _connect_and_relay(self, client: socket.socket) -> None:
+        assert self.target_family is not None  # (None only where a subclass relays otherwise)
         upstream = socket.socket(self.target_family, socket.SOCK_STREAM)
         try:
             upstream.settimeout(_CONNECT_TIMEOUT)
@@ -167,8 +184,9 @@ class Forwarder:
                 client.close()
                 return
             self._conns.update((client, upstream))
-        other = threading.Thread(target=self._pump, args=(upstream, client),
-                                 name=f"{self.name}-down", daemon=True)
+        other = threading.Thread(
+            target=self._pump, args=(upstream, client), name=f"{self.name}-down", daemon=True
+        )
         other.start()
         self._pump(client, upstream)
         other.join()
@@ -240,11 +258,13 @@ class PrivateSocketDir:
 
 def vsock_listener(cid: int, port: int, unix_path: str) -> Forwarder:
     """Host side: accept vsock connections on (cid, port) and relay them to ``unix_path``."""
-    return Forwarder(socket.AF_VSOCK, (cid, port), socket.AF_UNIX, unix_path,
-                     name=f"vsock-listen-{port}").start()
+    return Forwarder(
+        socket.AF_VSOCK, (cid, port), socket.AF_UNIX, unix_path, name=f"vsock-listen-{port}"
+    ).start()
 
 
 def vsock_dialer(cid: int, port: int, unix_path: str) -> Forwarder:
     """Guest side: accept on the private ``unix_path`` and relay to vsock (cid, port)."""
-    return Forwarder(socket.AF_UNIX, unix_path, socket.AF_VSOCK, (cid, port),
-                     name=f"vsock-dial-{cid}-{port}").start()
+    return Forwarder(
+        socket.AF_UNIX, unix_path, socket.AF_VSOCK, (cid, port), name=f"vsock-dial-{cid}-{port}"
+    ).start()

@@ -29,8 +29,7 @@ def caching_over(fs: FileSystem) -> CachingLayer:
     names = NameTable()
     attrs = AttrCache()
     listings = Listings(lambda: 3600.0, lambda: 3600.0, lambda h: None, lambda h: None)
-    ahead = ReadAhead(lambda inos, most, total: [None] * len(inos), names, attrs,
-                      KernelNotifier())
+    ahead = ReadAhead(lambda inos, most, total: [None] * len(inos), names, attrs, KernelNotifier())
     return CachingLayer(fs, policy, names, listings, ahead, attrs)
 
 
@@ -75,10 +74,12 @@ def test_attributes_are_answered_again_until_an_operation_changes_them(layer):
     layer.inner.getattr = lambda *a: asked.append(a) or inner_getattr(*a)
     assert layer.getattr(CTX, ino, None).attr.size == 0
     assert not asked  # the create's answer is remembered
-    for change in (lambda: layer.write(CTX, ino, fh, 0, b"hello", 0),
-                   lambda: layer.fallocate(CTX, ino, fh, 0, 4096, 0),
-                   lambda: layer.setxattr(CTX, ino, b"user.k", b"v", 0),
-                   lambda: layer.removexattr(CTX, ino, b"user.k")):
+    for change in (
+        lambda: layer.write(CTX, ino, fh, 0, b"hello", 0),
+        lambda: layer.fallocate(CTX, ino, fh, 0, 4096, 0),
+        lambda: layer.setxattr(CTX, ino, b"user.k", b"v", 0),
+        lambda: layer.removexattr(CTX, ino, b"user.k"),
+    ):
         change()
         before = len(asked)
         fresh = inner_getattr(CTX, ino, None).attr

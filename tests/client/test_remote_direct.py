@@ -27,21 +27,36 @@ from bridgefs.fuse.filesystem import TIME_NOW, Context, FsError, SetAttr
 
 CTX = Context()
 SRC = str(pathlib.Path(bridgefs.__file__).resolve().parent.parent)
-_SERVE = "import sys; from bridgefs.server.main import serve_main; sys.exit(serve_main(sys.argv[1:]))"
+_SERVE = (
+    "import sys; from bridgefs.server.main import serve_main; sys.exit(serve_main(sys.argv[1:]))"
+)
 
 
 class ServerProcess:
     def __init__(self, shares: list[str], *extra: str, user: int | None = None, log_dir=None):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+        )
         args = [sys.executable, "-c", _SERVE, "--listen", "tcp:127.0.0.1:0", "--insecure", *extra]
         for share in shares:
             args += ["--share", share]
-        self.log = open(os.path.join(log_dir or tempfile.gettempdir(),
-                                     f"bridgefs-server-{os.getpid()}-{id(self)}.log"), "w+")
+        self.log = open(
+            os.path.join(
+                log_dir or tempfile.gettempdir(), f"bridgefs-server-{os.getpid()}-{id(self)}.log"
+            ),
+            "w+",
+        )
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
-            user=user, group=user, extra_groups=[] if user is not None else None)
+            args,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
+        )
         line = self.proc.stdout.readline()
         if not line.startswith("bridgefs: listening on "):
             self.log.seek(0)
@@ -91,13 +106,35 @@ def here(host, fs, request):
 
 
 def _stat_fields(st):
-    return (st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_rdev, st.st_size,
-            st.st_blocks, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+    return (
+        st.st_ino,
+        st.st_mode,
+        st.st_nlink,
+        st.st_uid,
+        st.st_gid,
+        st.st_rdev,
+        st.st_size,
+        st.st_blocks,
+        st.st_atime_ns,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
 
 
 def _attr_fields(a):
-    return (a.ino, a.mode, a.nlink, a.uid, a.gid, a.rdev, a.size, a.blocks, a.atime_ns,
-            a.mtime_ns, a.ctime_ns)
+    return (
+        a.ino,
+        a.mode,
+        a.nlink,
+        a.uid,
+        a.gid,
+        a.rdev,
+        a.size,
+        a.blocks,
+        a.atime_ns,
+        a.mtime_ns,
+        a.ctime_ns,
+    )
 
 
 def _write_file(fs, parent, name, data, mode=0o644):
@@ -108,6 +145,7 @@ def _write_file(fs, parent, name, data, mode=0o644):
 
 
 # --- names and attributes ----------------------------------------------------------------------
+
 
 def test_attrs_pass_through_with_host_inode_numbers(fs, here):
     parent, path = here
@@ -234,7 +272,12 @@ def test_statfs_access_and_syncs(fs, here):
     st = os.statvfs(path)
     got = fs.statfs(CTX, 1)
     assert (got.bsize, got.frsize, got.namelen, got.blocks, got.files) == (
-        st.f_bsize, st.f_frsize, st.f_namemax, st.f_blocks, st.f_files)
+        st.f_bsize,
+        st.f_frsize,
+        st.f_namemax,
+        st.f_blocks,
+        st.f_files,
+    )
     entry = _write_file(fs, parent, b"f", b"x")
     fs.access(CTX, entry.ino, os.R_OK | os.W_OK)
     fs.access(CTX, entry.ino, os.F_OK)
@@ -251,6 +294,7 @@ def test_statfs_access_and_syncs(fs, here):
 
 # --- file data ---------------------------------------------------------------------------------
 
+
 def test_writes_land_on_disk_byte_for_byte(fs, here):
     parent, path = here
     data = os.urandom(3 * (1 << 20) + 12345)
@@ -260,11 +304,11 @@ def test_writes_land_on_disk_byte_for_byte(fs, here):
     assert (path / "big").read_bytes() == data
     patch = b"PATCH" * 1000
     fs.write(CTX, entry.ino, opened.fh, 1_000_000, patch, 0)
-    expected = data[:1_000_000] + patch + data[1_000_000 + len(patch):]
+    expected = data[:1_000_000] + patch + data[1_000_000 + len(patch) :]
     fs.fsync(CTX, entry.ino, opened.fh, False)
     assert (path / "big").read_bytes() == expected
     assert fs.read(CTX, entry.ino, opened.fh, 0, len(expected) + 100) == expected
-    assert fs.read(CTX, entry.ino, opened.fh, 1 << 20, 1 << 20) == expected[1 << 20:2 << 20]
+    assert fs.read(CTX, entry.ino, opened.fh, 1 << 20, 1 << 20) == expected[1 << 20 : 2 << 20]
     assert fs.read(CTX, entry.ino, opened.fh, len(expected), 10) == b""
     fs.write(CTX, entry.ino, opened.fh, len(expected) + 10, b"tail", 0)  # leaves a hole
     fs.flush(CTX, entry.ino, opened.fh, 0)
@@ -354,6 +398,7 @@ def test_special_files_cannot_be_opened(fs, here):
 
 # --- directories ---------------------------------------------------------------------------------
 
+
 def _consume(fs, ino, fh, plus, per_call):
     """Read a directory the way the FUSE layer does: ``per_call`` records fit in each reply; the
     record after them is taken from the iterator, found not to fit, and asked for again."""
@@ -425,8 +470,9 @@ def test_readdir_without_plus_and_rewind(fs, here):
     assert by_name[b"a"].ino == os.stat(path / "a").st_ino and by_name[b"a"].dtype == 8
     assert by_name[b"sub"].dtype == 4
     # Resume in the middle, then rewind and see a name created since.
-    assert [r.name for r in fs.readdir(CTX, parent, dh, records[1].offset, False)] == \
-        [r.name for r in records[2:]]
+    assert [r.name for r in fs.readdir(CTX, parent, dh, records[1].offset, False)] == [
+        r.name for r in records[2:]
+    ]
     (path / "new").write_bytes(b"")
     assert b"new" in {r.name for r in fs.readdir(CTX, parent, dh, 0, False)}
     fs.releasedir(CTX, parent, dh)
@@ -436,6 +482,7 @@ def test_readdir_without_plus_and_rewind(fs, here):
 
 
 # --- lookup counts -----------------------------------------------------------------------------
+
 
 def test_forget_drops_the_server_handle(fs, here):
     parent, path = here
@@ -480,6 +527,7 @@ def test_forget_with_kernel_counts(fs, here):
 
 # --- read-only ---------------------------------------------------------------------------------
 
+
 def _mutations(fs, parent, file_ino, fh):
     return [
         lambda: fs.mkdir(CTX, parent, b"n", 0o755, 0),
@@ -504,8 +552,15 @@ def _mutations(fs, parent, file_ino, fh):
 
 
 def _tree(path):
-    return sorted((str(p.relative_to(path)), p.lstat().st_mode, p.lstat().st_mtime_ns,
-                   p.read_bytes() if p.is_file() else None) for p in path.rglob("*"))
+    return sorted(
+        (
+            str(p.relative_to(path)),
+            p.lstat().st_mode,
+            p.lstat().st_mtime_ns,
+            p.read_bytes() if p.is_file() else None,
+        )
+        for p in path.rglob("*")
+    )
 
 
 @pytest.mark.parametrize("how", ["share", "client"])
@@ -532,6 +587,7 @@ def test_read_only(host, here, how):
 
 # --- failures and sessions ---------------------------------------------------------------------
 
+
 def test_handshake_failures(host):
     server, _ = host
     with pytest.raises(FsError) as info:
@@ -541,8 +597,11 @@ def test_handshake_failures(host):
         RemoteFileSystem("http://example", "rw")
     t0 = time.monotonic()
     with pytest.raises(FsError) as info:
-        RemoteFileSystem(f"unix:{tempfile.gettempdir()}/bridgefs-nobody-{os.getpid()}.sock",
-                         "rw", connect_timeout=1.0)
+        RemoteFileSystem(
+            f"unix:{tempfile.gettempdir()}/bridgefs-nobody-{os.getpid()}.sock",
+            "rw",
+            connect_timeout=1.0,
+        )
     assert info.value.errno == errno.ENOTCONN
     assert time.monotonic() - t0 < 30  # gives up, never hangs (how fast is the benchmark's)
 
@@ -593,15 +652,19 @@ def test_idle_client_keeps_its_session(tmp_path):
     # Pings every third of the 6 s limit: a busy machine delays them far less than 4 s.
     server = ServerProcess([f"s={tmp_path / 'share'}"], "--idle-timeout", "6", log_dir=tmp_path)
     try:
-        with RemoteFileSystem(server.address, "s") as fs, \
-                RemoteFileSystem(server.address, "s") as silent:
+        with (
+            RemoteFileSystem(server.address, "s") as fs,
+            RemoteFileSystem(server.address, "s") as silent,
+        ):
             (tmp_path / "share" / "f").write_bytes(b"x")
             h = fs.lookup(CTX, 1, b"f").ino
             silent.session.counts.close()  # no pings from this one
             # The server's log says when it reaped a session; asking the silent one would
             # count as activity.
-            wait_until(lambda: "reaped after" in pathlib.Path(server.log.name).read_text(),
-                       what="the server reaps the silent session")
+            wait_until(
+                lambda: "reaped after" in pathlib.Path(server.log.name).read_text(),
+                what="the server reaps the silent session",
+            )
             assert fs.getattr(CTX, h, None).attr.size == 1
             with pytest.raises(FsError) as info:
                 silent.getattr(CTX, 1, None)
@@ -619,7 +682,7 @@ def test_concurrent_calls(fs, here):
             data = os.urandom(200_000 + n)
             entry, opened = fs.create(CTX, parent, b"t%d" % n, 0o644, 0, os.O_RDWR)
             for off in range(0, len(data), 65536):
-                fs.write(CTX, entry.ino, opened.fh, off, data[off:off + 65536], 0)
+                fs.write(CTX, entry.ino, opened.fh, off, data[off : off + 65536], 0)
             assert fs.read(CTX, entry.ino, opened.fh, 0, len(data)) == data
             fs.release(CTX, entry.ino, opened.fh, 0)
             assert (path / f"t{n}").read_bytes() == data
@@ -639,9 +702,15 @@ def test_concurrent_calls(fs, here):
 def test_unprivileged_server(tmp_path):
     """The server runs as whoever starts it: host permission checks and errnos apply."""
     try:
-        subprocess.run([sys.executable, "-c", "import grpc"], user=65534, group=65534,
-                       extra_groups=[], check=True, capture_output=True,
-                       env=dict(os.environ, PYTHONPATH=SRC))
+        subprocess.run(
+            [sys.executable, "-c", "import grpc"],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            check=True,
+            capture_output=True,
+            env=dict(os.environ, PYTHONPATH=SRC),
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"user nobody cannot run this Python: {exc}")
     top = pathlib.Path(tempfile.mkdtemp(prefix="bridgefs-nobody-"))

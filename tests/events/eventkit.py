@@ -14,8 +14,12 @@ from waiting import PATIENCE, inotify_watched_inodes, wait_until
 
 
 def status(mnt) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bridgefs", "status", str(mnt), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -29,22 +33,33 @@ def drop_kernel_caches(what: int = 3) -> None:
 def stats(mnt, reset: bool = False) -> dict:
     """`bridgefs stats --json`: FUSE requests and round trips since the last reset (a reset
     prints nothing: an empty dict)."""
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt),
-                          "--reset" if reset else "--json"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bridgefs", "stats", str(mnt), "--reset" if reset else "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout) if not reset else {}
 
 
 def resident_bytes(path) -> int:
     """How much of ``path`` is in the page cache (`fincore`: mincore, so nothing is read)."""
-    out = subprocess.run(["fincore", "--json", "--bytes", "--noheadings", "--output", "RES",
-                          str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["fincore", "--json", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(json.loads(out.stdout)["fincore"][0]["res"])
 
 
 def wait_for_events(mnt, timeout: float = PATIENCE) -> None:
-    wait_until(lambda: status(mnt).get("events") == "flowing", timeout,
-               what=f"the change stream of {mnt} comes up", every=0.1)
+    wait_until(
+        lambda: status(mnt).get("events") == "flowing",
+        timeout,
+        what=f"the change stream of {mnt} comes up",
+        every=0.1,
+    )
 
 
 # What one wait_settled adds to the client's `received` count: its marker's CREATED and DELETED.
@@ -68,13 +83,20 @@ def wait_settled(host, mnt, timeout: float = 300) -> dict:
     marker = f"{SETTLE_PREFIX}{uuid.uuid4().hex[:12]}"
     assert not (mnt / marker).exists()  # the kernel now caches its absence until the change
     os.mkdir(host / marker)
-    wait_until(lambda: (mnt / marker).exists()
-               and status(mnt)["received"] >= before["received"] + 1, timeout,
-               what=f"the client applies every change up to {marker}'s creation")
+    wait_until(
+        lambda: (mnt / marker).exists() and status(mnt)["received"] >= before["received"] + 1,
+        timeout,
+        what=f"the client applies every change up to {marker}'s creation",
+    )
     os.rmdir(host / marker)
-    wait_until(lambda: not (mnt / marker).exists()
-               and status(mnt)["received"] >= before["received"] + SETTLE_CHANGES, timeout,
-               what=f"the client applies the removal of {marker}")
+    wait_until(
+        lambda: (
+            not (mnt / marker).exists()
+            and status(mnt)["received"] >= before["received"] + SETTLE_CHANGES
+        ),
+        timeout,
+        what=f"the client applies the removal of {marker}",
+    )
     return status(mnt)
 
 
@@ -89,7 +111,10 @@ class Inotifywait:
         self.root = str(root)
         self.proc = subprocess.Popen(
             ["inotifywait", "-m", "-r", "--format", "%e|%w%f", self.root],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.events: queue.Queue = queue.Queue()
         while True:
             line = self.proc.stderr.readline()
@@ -110,8 +135,10 @@ class Inotifywait:
             try:
                 flags, got = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no {event} for {path} within {timeout} s; saw "
-                                     f"{[(sorted(f), p) for f, p in seen]}") from None
+                raise AssertionError(
+                    f"no {event} for {path} within {timeout} s; saw "
+                    f"{[(sorted(f), p) for f, p in seen]}"
+                ) from None
             seen.append((flags, got))
             if event in flags and got == path:
                 return seen
@@ -124,8 +151,11 @@ class Inotifywait:
         """Wait until inotifywait watches the directory ``path`` (with -r it adds a watch for
         each new directory once it hears of it)."""
         ino = os.stat(path).st_ino
-        wait_until(lambda: ino in (inotify_watched_inodes(self.proc.pid) or ()), timeout,
-                   what=f"inotifywait watches {path}")
+        wait_until(
+            lambda: ino in (inotify_watched_inodes(self.proc.pid) or ()),
+            timeout,
+            what=f"inotifywait watches {path}",
+        )
 
     def close(self):
         self.proc.terminate()

@@ -47,9 +47,13 @@ def _round_trips(mnt, reset=False):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
-                         + (["--reset"] if reset else []), capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"]
+        + (["--reset"] if reset else []),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 

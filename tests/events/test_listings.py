@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+
 from eventkit import drop_kernel_caches, stats, wait_settled
 
 
@@ -24,10 +25,12 @@ def test_a_walk_lists_many_directories_per_round_trip(watched_share):
     wait_settled(host, mnt)
     drop_kernel_caches(2)  # the kernel forgets every name and listing
     stats(mnt, reset=True)
-    walked = subprocess.run(["find", str(mnt), "-printf", "%P %s\n"], capture_output=True,
-                            text=True, check=True).stdout
-    expected = subprocess.run(["find", str(host), "-printf", "%P %s\n"], capture_output=True,
-                              text=True, check=True).stdout
+    walked = subprocess.run(
+        ["find", str(mnt), "-printf", "%P %s\n"], capture_output=True, text=True, check=True
+    ).stdout
+    expected = subprocess.run(
+        ["find", str(host), "-printf", "%P %s\n"], capture_output=True, text=True, check=True
+    ).stdout
     assert sorted(walked.split("\n")) == sorted(expected.split("\n"))
     rpc = stats(mnt)["rpc"]
     assert rpc["ListDir"]["count"] <= 5, rpc  # 111 directories

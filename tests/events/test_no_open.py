@@ -15,8 +15,9 @@ def test_files_created_after_the_kernel_stopped_opening_hold_nothing_open(tmp_pa
     host.mkdir()
     (host / "existing").write_bytes(b"x")
     mnt = tmp_path / "mnt"
-    with bridgefs_server({"share": str(host)}, f"unix:{tmp_path / 's.sock'}",
-                         options=["--max-open", "20"]) as (address, _):
+    with bridgefs_server(
+        {"share": str(host)}, f"unix:{tmp_path / 's.sock'}", options=["--max-open", "20"]
+    ) as (address, _):
         with remote_mount(address, "share", mnt):
             wait_for_events(mnt)
             assert (mnt / "existing").read_bytes() == b"x"  # OPEN: ENOSYS, no-open from here
@@ -30,8 +31,12 @@ def test_files_created_after_the_kernel_stopped_opening_hold_nothing_open(tmp_pa
             with open(made / "f007", "r+b") as f:  # an existing file, opened for writing
                 f.seek(0, os.SEEK_END)
                 f.write(b"more")
-            out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
     assert sorted(os.listdir(host / "made")) == [f"f{i:03}" for i in range(100)]
     assert (host / "made" / "f099").read_bytes() == b"y" * 99
     assert (host / "made" / "f007").read_bytes() == b"y" * 7 + b"more"

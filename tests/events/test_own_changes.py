@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+
 from eventkit import SETTLE_CHANGES, not_settling, wait_settled
 
 FILES = 3000
@@ -27,8 +28,10 @@ for i in range(w, {FILES}, {WRITERS}):
 def busy_cores():
     """One lowest-priority busy loop per core for the length of the test, each stopped by its
     pid: the server's watcher then falls seconds behind the changes it reports."""
-    hogs = [subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
-            for _ in range(os.cpu_count() or 1)]
+    hogs = [
+        subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
+        for _ in range(os.cpu_count() or 1)
+    ]
     try:
         yield
     finally:
@@ -44,8 +47,10 @@ def test_own_changes_are_heard_once_under_load(watched_share, inotify, busy_core
     inotify.watching(mnt / "d")
     # Several writers at once, as an unpack or a parallel build does: the server then makes
     # changes faster than its watcher reports them.
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(mnt / "d"), str(w)])
-               for w in range(WRITERS)]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(mnt / "d"), str(w)])
+        for w in range(WRITERS)
+    ]
     for writer in writers:
         assert writer.wait(300) == 0
     subprocess.run(["rm", "-rf", str(mnt / "d")], check=True)
@@ -55,8 +60,9 @@ def test_own_changes_are_heard_once_under_load(watched_share, inotify, busy_core
     settled = wait_settled(host, mnt)
     counts = {k: settled.get(k) for k in ("received", "replayed", "not_replayed", "overflows")}
     (mnt / "end").mkdir()  # every replay is in inotifywait's queue before this event
-    events = [(flags, p) for flags, p in inotify.until("CREATE", "end")
-              if p != "end" and not_settling(p)]
+    events = [
+        (flags, p) for flags, p in inotify.until("CREATE", "end") if p != "end" and not_settling(p)
+    ]
     creates = collections.Counter(p for flags, p in events if "CREATE" in flags)
     deletes = collections.Counter(p for flags, p in events if "DELETE" in flags)
     names = {f"d/f{i:05d}.txt" for i in range(FILES)}
@@ -68,8 +74,12 @@ def test_own_changes_are_heard_once_under_load(watched_share, inotify, busy_core
 
 
 def _stats(mnt, *extra) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json", *extra],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json", *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -108,5 +118,9 @@ def test_a_directory_changed_by_many_at_once_shows_its_final_attributes(watched_
     for t in threads:
         t.join()
     got, want = os.stat(mnt / "d"), os.stat(host / "d")
-    assert (got.st_nlink, got.st_size, got.st_mtime_ns, got.st_ctime_ns) == \
-        (want.st_nlink, want.st_size, want.st_mtime_ns, want.st_ctime_ns)
+    assert (got.st_nlink, got.st_size, got.st_mtime_ns, got.st_ctime_ns) == (
+        want.st_nlink,
+        want.st_size,
+        want.st_mtime_ns,
+        want.st_ctime_ns,
+    )

@@ -3,8 +3,9 @@ many files, and a content fetched ahead is never served once the file changed.""
 
 import os
 
-from eventkit import drop_kernel_caches, resident_bytes, stats, wait_settled
 from waiting import wait_until
+
+from eventkit import drop_kernel_caches, resident_bytes, stats, wait_settled
 
 
 def _files(host, dirs=3, files=50):
@@ -65,8 +66,10 @@ def test_files_read_ahead_are_in_the_page_cache_before_they_are_read(watched_sha
     host, mnt = watched_share
     sub, names = _first_read_of_a_cold_directory(host, mnt, files=40)
     # The contents are pushed from a thread of their own: wait until they are in.
-    wait_until(lambda: all(resident_bytes(sub / name) > 0 for name in names[1:]),
-               what="the pages of the files read ahead are in the page cache")
+    wait_until(
+        lambda: all(resident_bytes(sub / name) > 0 for name in names[1:]),
+        what="the pages of the files read ahead are in the page cache",
+    )
     stats(mnt, reset=True)
     for name in names[1:]:
         assert (sub / name).read_bytes() == (host / "dir0" / name).read_bytes()

@@ -5,9 +5,10 @@ import signal
 import subprocess
 import sys
 
+from waiting import wait_until
+
 from eventkit import Inotifywait, status, wait_for_events
 from mounting import bridgefs_server, remote_mount
-from waiting import wait_until
 
 
 def test_server_restart(tmp_path):
@@ -22,15 +23,21 @@ def test_server_restart(tmp_path):
             assert (mnt / "config.txt").read_text() == "old contents"  # cached, long-lived
             server.send_signal(signal.SIGKILL)
             server.wait(10)
-            wait_until(lambda: status(mnt)["events"] != "flowing",
-                       what="the client sees the change stream break")
+            wait_until(
+                lambda: status(mnt)["events"] != "flowing",
+                what="the client sees the change stream break",
+            )
             assert status(mnt)["cache_mode"] == "short"
 
             (host / "config.txt").write_text("new contents")  # changed while nobody watched
             # Served from the kernel's caches it would still be the old text: it must be the
             # new text or an error, never the old one.
-            out = subprocess.run([sys.executable, "-c", f"print(open({str(mnt / 'config.txt')!r}).read())"],
-                                 capture_output=True, text=True, timeout=60)
+            out = subprocess.run(
+                [sys.executable, "-c", f"print(open({str(mnt / 'config.txt')!r}).read())"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert "old contents" not in out.stdout
 
             with bridgefs_server({"share": str(host)}, listen):

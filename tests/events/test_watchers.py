@@ -10,10 +10,11 @@ import threading
 import time
 
 import pytest
-from watchdog.events import FileSystemEventHandler
-from eventkit import wait_settled
 from waiting import inotify_watched_inodes, wait_until
+from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+
+from eventkit import wait_settled
 
 NODE_DIR = pathlib.Path(__file__).parent / "node"
 
@@ -25,7 +26,9 @@ class Recorder(FileSystemEventHandler):
 
     def on_any_event(self, event):
         rel = os.path.relpath(event.src_path, self.root)
-        dest = os.path.relpath(event.dest_path, self.root) if getattr(event, "dest_path", "") else ""
+        dest = (
+            os.path.relpath(event.dest_path, self.root) if getattr(event, "dest_path", "") else ""
+        )
         self.events.put((event.event_type, rel, dest, event.is_directory))
 
     def expect(self, kind, path, timeout=10, is_dir=None):
@@ -37,7 +40,11 @@ class Recorder(FileSystemEventHandler):
             except queue.Empty:
                 break
             seen.append(ev)
-            if ev[0] == kind and (ev[1] == path or ev[2] == path) and (is_dir is None or ev[3] == is_dir):
+            if (
+                ev[0] == kind
+                and (ev[1] == path or ev[2] == path)
+                and (is_dir is None or ev[3] == is_dir)
+            ):
                 return ev
         raise AssertionError(f"no {kind} for {path}; saw {seen}")
 
@@ -53,8 +60,10 @@ def test_python_watchdog_hears_host_changes(watched_share):
     observer.start()
     try:
         sub = os.stat(mnt / "pkg" / "sub").st_ino
-        wait_until(lambda: sub in (inotify_watched_inodes(os.getpid()) or ()),
-                   what="the observer watches pkg/sub")
+        wait_until(
+            lambda: sub in (inotify_watched_inodes(os.getpid()) or ()),
+            what="the observer watches pkg/sub",
+        )
         target = host / "pkg" / "sub" / "module.py"
         target.write_text("x = 1\n")
         recorder.expect("created", "pkg/sub/module.py", is_dir=False)
@@ -80,8 +89,9 @@ def chokidar(watched_share):
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "chokidar").is_dir():
         pytest.fail("node and chokidar are needed: scripts/setup.sh installs them")
-    proc = subprocess.Popen([node, str(NODE_DIR / "watch.js"), str(watched_share[1])],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [node, str(NODE_DIR / "watch.js"), str(watched_share[1])], stdout=subprocess.PIPE, text=True
+    )
     lines = queue.Queue()
 
     def pump():
@@ -120,8 +130,11 @@ def test_chokidar_hears_host_changes(watched_share, chokidar):
         (lambda: index.write_text("console.log(1)\n"), "add", "src/index.js"),
         (lambda: index.write_text("console.log(2)\n"), "change", "src/index.js"),
         # an editor's atomic save
-        (lambda: (tmp.write_text("console.log(3)\n"), os.rename(tmp, index)), "change",
-         "src/index.js"),
+        (
+            lambda: (tmp.write_text("console.log(3)\n"), os.rename(tmp, index)),
+            "change",
+            "src/index.js",
+        ),
         (lambda: os.chmod(index, 0o600), "change", "src/index.js"),
         (lambda: index.unlink(), "unlink", "src/index.js"),
         (lambda: (host / "src").rmdir(), "unlinkDir", "src"),

@@ -133,8 +133,13 @@ class _Refuses(FileSystem):
 @given(st.data())
 def test_dispatcher_answers_every_frame(data):
     dispatcher = Dispatcher(FileSystem())
-    dispatcher.respond(codec.encode_request(rq.Init(rq.Header(abi.Op.INIT, 1, 0, 0, 0, 0), 7, 38,
-                                                    1 << 20, int(abi.InitFlag.MAX_PAGES))))
+    dispatcher.respond(
+        codec.encode_request(
+            rq.Init(
+                rq.Header(abi.Op.INIT, 1, 0, 0, 0, 0), 7, 38, 1 << 20, int(abi.InitFlag.MAX_PAGES)
+            )
+        )
+    )
     row = data.draw(st.sampled_from(ALL_REQUESTS))
     raw = codec.encode_request(data.draw(request_strategy(row)))
     if data.draw(st.booleans()):
@@ -173,10 +178,17 @@ def test_filesystem_exception_becomes_eio(caplog):
 
 def test_init_negotiates_1mib_requests():
     d = Dispatcher(FileSystem())
-    offered = int(abi.InitFlag.MAX_PAGES | abi.InitFlag.DO_READDIRPLUS | abi.InitFlag.ASYNC_READ
-                  | abi.InitFlag.WRITEBACK_CACHE)
-    out = d.respond(codec.encode_request(rq.Init(rq.Header(abi.Op.INIT, 1, 0, 0, 0, 0), 7, 44,
-                                              1 << 17, offered)))
+    offered = int(
+        abi.InitFlag.MAX_PAGES
+        | abi.InitFlag.DO_READDIRPLUS
+        | abi.InitFlag.ASYNC_READ
+        | abi.InitFlag.WRITEBACK_CACHE
+    )
+    out = d.respond(
+        codec.encode_request(
+            rq.Init(rq.Header(abi.Op.INIT, 1, 0, 0, 0, 0), 7, 44, 1 << 17, offered)
+        )
+    )
     _, err, payload = parse_frame(b"".join(out.chunks))
     init = InitOut.unpack(payload)
     assert err == 0 and init.minor == 38 and init.max_write == 1 << 20 and init.max_pages == 256
@@ -184,14 +196,39 @@ def test_init_negotiates_1mib_requests():
     assert not init.flags & abi.InitFlag.WRITEBACK_CACHE  # only when asked for
 
 
-attrs = st.builds(Attr, ino=u64, mode=u32, nlink=u32, uid=u32, gid=u32, rdev=u32, size=u64,
-                  blocks=u64, atime_ns=st.integers(-2**62, 2**62), mtime_ns=st.integers(-2**62, 2**62),
-                  ctime_ns=st.integers(-2**62, 2**62), blksize=u32)
+attrs = st.builds(
+    Attr,
+    ino=u64,
+    mode=u32,
+    nlink=u32,
+    uid=u32,
+    gid=u32,
+    rdev=u32,
+    size=u64,
+    blocks=u64,
+    atime_ns=st.integers(-(2**62), 2**62),
+    mtime_ns=st.integers(-(2**62), 2**62),
+    ctime_ns=st.integers(-(2**62), 2**62),
+    blksize=u32,
+)
 timeouts = st.integers(0, 10**6).map(lambda ms: ms / 1000)
-entries = st.builds(Entry, ino=st.integers(1, 2**64 - 1), attr=attrs, entry_timeout=timeouts,
-                    attr_timeout=timeouts, generation=u64)
-openeds = st.builds(Opened, fh=u64, keep_cache=st.booleans(), cache_dir=st.booleans(),
-                    direct_io=st.booleans(), nonseekable=st.booleans(), noflush=st.booleans())
+entries = st.builds(
+    Entry,
+    ino=st.integers(1, 2**64 - 1),
+    attr=attrs,
+    entry_timeout=timeouts,
+    attr_timeout=timeouts,
+    generation=u64,
+)
+openeds = st.builds(
+    Opened,
+    fh=u64,
+    keep_cache=st.booleans(),
+    cache_dir=st.booleans(),
+    direct_io=st.booleans(),
+    nonseekable=st.booleans(),
+    noflush=st.booleans(),
+)
 replies = st.one_of(
     st.just(Empty()),
     st.builds(EntryOut, entries),
@@ -206,9 +243,19 @@ replies = st.one_of(
     st.builds(BmapOut, u64),
     st.builds(LseekOut, u64),
     st.builds(PollOut, u32),
-    st.builds(IoctlOut, st.integers(-2**31, 2**31 - 1), st.binary(max_size=100)),
-    st.builds(InitOut, st.just(7), st.integers(31, 38), u32, u64, st.integers(0, 65535),
-              st.integers(0, 65535), u32, u32, st.integers(0, 65535)),
+    st.builds(IoctlOut, st.integers(-(2**31), 2**31 - 1), st.binary(max_size=100)),
+    st.builds(
+        InitOut,
+        st.just(7),
+        st.integers(31, 38),
+        u32,
+        u64,
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+        u32,
+        u32,
+        st.integers(0, 65535),
+    ),
 )
 
 
@@ -227,16 +274,23 @@ def _close(a, b):
     return abs(a - b) < 1e-6
 
 
-@given(st.lists(st.tuples(name, st.integers(1, 2**63), st.integers(0, 15)), max_size=40),
-       st.integers(0, 8192), st.booleans())
+@given(
+    st.lists(st.tuples(name, st.integers(1, 2**63), st.integers(0, 15)), max_size=40),
+    st.integers(0, 8192),
+    st.booleans(),
+)
 def test_dirents_fit_and_round_trip(items, size, plus):
-    recs = [DirEntry(n, ino, t, i + 1, Entry(ino, Attr(ino=ino, mode=0o100644)) if plus else None)
-            for i, (n, ino, t) in enumerate(items)]
+    recs = [
+        DirEntry(n, ino, t, i + 1, Entry(ino, Attr(ino=ino, mode=0o100644)) if plus else None)
+        for i, (n, ino, t) in enumerate(items)
+    ]
     data, packed = pack_dirents(recs, size, plus)
     assert len(data) <= size
     assert packed == recs[: len(packed)]
     back = list(unpack_dirents(data, plus))
-    assert [(b[0], b[1], b[2], b[3]) for b in back] == [(r.ino, r.offset, r.dtype, r.name) for r in packed]
+    assert [(b[0], b[1], b[2], b[3]) for b in back] == [
+        (r.ino, r.offset, r.dtype, r.name) for r in packed
+    ]
 
 
 def test_notifications_layout():

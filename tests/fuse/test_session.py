@@ -107,8 +107,9 @@ def test_interrupt_reaches_the_filesystem(tmp_path):
     with mounted(fs, tmp_path / "m") as s:
         # A LOOKUP waits for its answer interruptibly (reads may go out as background requests).
         slow = os.path.join(s.mountpoint, "slow-lookup")
-        proc = subprocess.Popen(["stat", slow], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["stat", slow], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             assert fs.slow_started.wait(10)
             proc.send_signal(signal.SIGINT)
@@ -170,8 +171,9 @@ def test_unlinked_file_lives_until_the_kernel_lets_go(tmp_path):
 
 
 def _run_memfs_cli(mnt):
-    return subprocess.Popen([sys.executable, "-m", "bridgefs", "memfs", str(mnt)],
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridgefs", "memfs", str(mnt)], stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_mounted(mnt, proc, timeout=15):
@@ -193,8 +195,12 @@ def test_cli_unmounts_cleanly_on_signal(tmp_path, sig):
     try:
         _wait_mounted(mnt, proc)
         (mnt / "hello").write_text("hi")
-        stats = subprocess.run([sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"],
-                               capture_output=True, text=True, check=True)
+        stats = subprocess.run(
+            [sys.executable, "-m", "bridgefs", "stats", str(mnt), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert json.loads(stats.stdout)["fuse"]["CREATE"]["count"] == 1
         proc.send_signal(sig)
         assert proc.wait(15) == 0
@@ -256,12 +262,19 @@ def test_unprivileged_mount_goes_through_fusermount3(world_visible_dir):
     os.chmod("/dev/fuse", 0o666)
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "src")
     as_nobody = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"]
-    proc = subprocess.Popen(as_nobody + ["env", f"PYTHONPATH={src}", python, "-m", "bridgefs",
-                                         "memfs", str(mnt)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        as_nobody + ["env", f"PYTHONPATH={src}", python, "-m", "bridgefs", "memfs", str(mnt)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_mounted(mnt, proc)
-        out = subprocess.run(as_nobody + ["sh", "-c", f"echo hi > {mnt}/a && cat {mnt}/a"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            as_nobody + ["sh", "-c", f"echo hi > {mnt}/a && cat {mnt}/a"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert out.stdout == "hi\n", out.stderr
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0

@@ -408,7 +408,16 @@ def test_fstat_matches_stat(root):
     finally:
         os.close(fd)
     b = os.stat(p)
-    for field in ("st_ino", "st_dev", "st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_mtime_ns"):
+    for field in (
+        "st_ino",
+        "st_dev",
+        "st_mode",
+        "st_nlink",
+        "st_uid",
+        "st_gid",
+        "st_size",
+        "st_mtime_ns",
+    ):
         assert getattr(a, field) == getattr(b, field), field
 
 

@@ -36,7 +36,9 @@ def mode_share(tmp_path, host_dir, mode):
     _name, transport, extra = mode
     mnt = tmp_path / "mnt"
     with bridgefs_server({"share": str(host_dir)}, listen_address(transport, tmp_path)) as (
-            address, _server):
+        address,
+        _server,
+    ):
         with remote_mount(address, "share", mnt, *extra):
             if "--no-events" in extra:
                 assert mount_status(mnt)["events"] == "off"
@@ -50,6 +52,8 @@ def unix_share(tmp_path, host_dir):
     """(host folder, mount point, server address) of a fresh share served on a unix socket."""
     mnt = tmp_path / "mnt"
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         with remote_mount(address, "share", mnt):
             yield host_dir, mnt, address

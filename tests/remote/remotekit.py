@@ -9,7 +9,8 @@ import shutil
 import stat
 import subprocess
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from waiting import PATIENCE, wait_until
@@ -38,29 +39,45 @@ def require_program(name: str, package: str) -> str:
     """The path of ``name``; a missing program fails the test (never skips) naming its package."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name!r} is not installed: install the Debian package {package!r} "
-                    f"(scripts/setup.sh does)")
+        pytest.fail(
+            f"{name!r} is not installed: install the Debian package {package!r} "
+            f"(scripts/setup.sh does)"
+        )
     return path
 
 
-def run(cmd: list[str], cwd: os.PathLike | str | None = None, timeout: float = 120,
-        env: dict | None = None, input: str | None = None) -> str:
+def run(
+    cmd: list[str],
+    cwd: os.PathLike | str | None = None,
+    timeout: float = 120,
+    env: dict | None = None,
+    input: str | None = None,
+) -> str:
     """Run a program to completion; fail the test with its output if it exits non-zero."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env, input=input)
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, input=input
+    )
     if proc.returncode != 0:
-        pytest.fail(f"{cmd} in {cwd} exited with {proc.returncode}\n"
-                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        pytest.fail(
+            f"{cmd} in {cwd} exited with {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc.stdout
 
 
 def git_env(home: pathlib.Path) -> dict:
     """An environment in which git ignores the machine's configuration and has an identity."""
     env = dict(os.environ)
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null",
-               GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.invalid",
-               GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.invalid",
-               LC_ALL="C")
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL="/dev/null",
+        GIT_AUTHOR_NAME="Test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="Test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+        LC_ALL="C",
+    )
     return env
 
 
@@ -72,9 +89,16 @@ def snapshot(root: pathlib.Path, *, with_atime: bool = False) -> dict:
         for name in [".", *sorted(dirnames), *sorted(filenames)]:
             p = os.path.normpath(os.path.join(dirpath, name))
             st = os.lstat(p)
-            rec = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "size": st.st_size,
-                   "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
-                   "nlink": st.st_nlink}
+            rec = {
+                "mode": st.st_mode,
+                "uid": st.st_uid,
+                "gid": st.st_gid,
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "ctime_ns": st.st_ctime_ns,
+                "ino": st.st_ino,
+                "nlink": st.st_nlink,
+            }
             if with_atime:
                 rec["atime_ns"] = st.st_atime_ns
             if stat.S_ISREG(st.st_mode):
@@ -124,8 +148,9 @@ def cmdline(pid: int) -> list[str] | None:
 
 def bridgefs_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """``bridgefs ARGS`` as a command (a process of its own), output captured."""
-    return subprocess.run([sys.executable, "-m", "bridgefs", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bridgefs", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def mount_status(mountpoint: os.PathLike | str) -> dict:
@@ -138,5 +163,8 @@ def mount_status(mountpoint: os.PathLike | str) -> dict:
 
 def wait_events_flowing(mountpoint: os.PathLike | str, timeout: float = 10.0) -> None:
     """Wait until the mount follows the server's change stream (long-lived caches on)."""
-    poll(lambda: mount_status(mountpoint).get("events") == "flowing", timeout=timeout,
-         what=f"the change stream of {mountpoint} flows")
+    poll(
+        lambda: mount_status(mountpoint).get("events") == "flowing",
+        timeout=timeout,
+        what=f"the change stream of {mountpoint} flows",
+    )

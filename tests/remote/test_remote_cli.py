@@ -79,8 +79,12 @@ def test_run_sigint_while_busy_detaches_and_leaves_nothing(tmp_path, host_dir):
     with mounted_by(["run", str(host_dir), str(mnt)], mnt) as proc:
         kids = poll(lambda: children_of(proc.pid), what="the run's server process")
         argvs = {pid: cmdline(pid) for pid in kids}
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mnt / "f")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(mnt / "f")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert holder.stdout.readline() == "busy\n"
             proc.send_signal(signal.SIGINT)
@@ -91,8 +95,10 @@ def test_run_sigint_while_busy_detaches_and_leaves_nothing(tmp_path, host_dir):
             try:
                 out, _ = holder.communicate(timeout=35)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"the read inside the detached mount did not return "
-                            f"(state {process_state(holder.pid)})")
+                pytest.fail(
+                    f"the read inside the detached mount did not return "
+                    f"(state {process_state(holder.pid)})"
+                )
             assert json.loads(out) in ({"errno": errno.ENOTCONN}, {"errno": errno.EIO}), out
         finally:
             if holder.poll() is None:
@@ -126,7 +132,9 @@ def test_background_mount_then_umount(tmp_path, host_dir):
     pid = None
     argv = None
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         try:
             done = bridgefs_cli("mount", address, "share", str(mnt), timeout=60)
             assert done.returncode == 0, done.stderr
@@ -164,7 +172,9 @@ def test_background_mount_of_unknown_share_fails(tmp_path, host_dir):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         try:
             done = bridgefs_cli("mount", address, "nope", str(mnt), timeout=60)
             assert done.returncode != 0
@@ -182,7 +192,9 @@ def test_background_mount_then_lazy_umount_while_busy(tmp_path, host_dir):
     mnt.mkdir()
     pid = argv = None
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         try:
             done = bridgefs_cli("mount", address, "share", str(mnt), timeout=60)
             assert done.returncode == 0, done.stderr

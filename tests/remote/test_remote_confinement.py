@@ -12,16 +12,23 @@ import pathlib
 import signal
 
 import pytest
+from waiting import inotify_watched_inodes
 
 from mounting import bridgefs_server, remote_mount
 from remotekit import mount_status, poll, wait_events_flowing
-from waiting import inotify_watched_inodes
 
 MARKER = "HOST-ONLY-SECRET"
 # The server's command runs after /etc/passwd is replaced by $FAKE in a mount namespace of its
 # own (private propagation: the bind mount never shows in the test's namespace).
-PRIVATE_PASSWD = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                  'mount --bind "$BRIDGEFS_FAKE_PASSWD" /etc/passwd && exec "$0" "$@"']
+PRIVATE_PASSWD = [
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount --bind "$BRIDGEFS_FAKE_PASSWD" /etc/passwd && exec "$0" "$@"',
+]
 
 
 @pytest.fixture
@@ -34,8 +41,9 @@ def confined(tmp_path, monkeypatch):
     share = tmp_path / "h1" / "h2" / "h3" / "h4" / "share"
     share.mkdir(parents=True)
     mnt = tmp_path / "g1" / "g2" / "mnt"
-    with bridgefs_server({"share": str(share)}, f"unix:{tmp_path / 'server.sock'}",
-                         wrap=PRIVATE_PASSWD) as (address, server):
+    with bridgefs_server(
+        {"share": str(share)}, f"unix:{tmp_path / 'server.sock'}", wrap=PRIVATE_PASSWD
+    ) as (address, server):
         # The construction works: the server's /etc/passwd is the fake, the test's is not.
         with open(f"/proc/{server.pid}/root/etc/passwd") as f:
             assert f.read().startswith(MARKER), "the server does not see the fake /etc/passwd"
@@ -111,10 +119,14 @@ def test_symlink_loop_is_eloop_in_the_guest(confined):
 
 # --- replays of host changes stay inside the mount ---------------------------------------------
 
-@pytest.mark.parametrize("extra", [
-    pytest.param([], id="events"),
-    pytest.param(["--no-events"], id="no-events"),
-])
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([], id="events"),
+        pytest.param(["--no-events"], id="no-events"),
+    ],
+)
 def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
     """The host replaces a directory of the share by a symlink to a guest directory while the
     client is busy (stopped here); replaying the queued changes afterwards must not touch the
@@ -127,10 +139,19 @@ def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
     (guest / "d-file").write_text("guest data too\n")
     mnt = tmp_path / "mnt"
     # The server does not even see the guest directory: an empty tmpfs covers it in its view.
-    hide = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            f"mount -t tmpfs none {guest} && exec \"$0\" \"$@\""]
-    with bridgefs_server({"share": str(share)}, f"unix:{tmp_path / 'server.sock'}",
-                         wrap=hide) as (address, server):
+    hide = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -t tmpfs none {guest} && exec "$0" "$@"',
+    ]
+    with bridgefs_server({"share": str(share)}, f"unix:{tmp_path / 'server.sock'}", wrap=hide) as (
+        address,
+        server,
+    ):
         assert os.listdir(f"/proc/{server.pid}/root{guest}") == []
         with remote_mount(address, "share", mnt, *extra) as client:
             if not extra:
@@ -142,8 +163,10 @@ def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
                 if not extra:
                     # Changes inside d are reported once the server watches d.
                     ino = os.stat(share / "d").st_ino
-                    poll(lambda: ino in (inotify_watched_inodes(server.pid) or set()),
-                         what="the server watches the new directory")
+                    poll(
+                        lambda: ino in (inotify_watched_inodes(server.pid) or set()),
+                        what="the server watches the new directory",
+                    )
                 (share / "d" / "victim").write_text("host\n")
                 (share / "d" / "victim").unlink()
                 (share / "d").rmdir()
@@ -159,7 +182,9 @@ def test_host_changes_never_act_outside_the_mount(tmp_path, extra):
                     got = mount_status(mnt)
                     done = sum(got.get(k, 0) for k in ("replayed", "not_replayed", "overflows"))
                     return got.get("received", 0) >= 4 and done >= got["received"]
+
                 poll(all_replayed, what="the client took in and replayed the host's changes")
-            assert sorted(os.listdir(guest)) == ["d-file", "victim"], \
+            assert sorted(os.listdir(guest)) == ["d-file", "victim"], (
                 "a replayed host change deleted a guest file outside the mount"
+            )
             assert (guest / "victim").read_text() == "guest data\n"

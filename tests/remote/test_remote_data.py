@@ -37,12 +37,12 @@ def test_written_in_small_pieces_and_at_offsets(share):
     data = bytearray(_data(300_000, 1))
     with open(mnt / "pieces", "wb") as f:
         for i in range(0, len(data), 777):
-            f.write(data[i:i + 777])
+            f.write(data[i : i + 777])
     fd = os.open(mnt / "pieces", os.O_WRONLY)
     try:
         patch = b"PATCHED" * 100
         os.pwrite(fd, patch, 123_457)
-        data[123_457:123_457 + len(patch)] = patch
+        data[123_457 : 123_457 + len(patch)] = patch
         os.pwrite(fd, b"tail", 400_000)  # past the end: a hole, then the bytes
         data += b"\0" * (400_000 - len(data)) + b"tail"
     finally:
@@ -54,8 +54,10 @@ def test_written_in_small_pieces_and_at_offsets(share):
 def _shows(path, data: bytes):
     """Wait until ``path`` reads as ``data`` and stats with its size (host changes need a moment
     to reach the mount)."""
-    poll(lambda: path.read_bytes() == data and os.stat(path).st_size == len(data),
-         what=f"{path} shows {data[:20]!r}... ({len(data)} bytes)")
+    poll(
+        lambda: path.read_bytes() == data and os.stat(path).st_size == len(data),
+        what=f"{path} shows {data[:20]!r}... ({len(data)} bytes)",
+    )
 
 
 def test_host_new_file_appears(mode_share):
@@ -136,8 +138,13 @@ def test_host_metadata_change_shows(mode_share):
     poll(lambda: os.stat(mnt / "f").st_mode & 0o777 == 0o644, what="the file's mode")
     os.chmod(host / "f", 0o600)
     os.utime(host / "f", ns=(1_000_000_123, 2_000_000_456))
-    poll(lambda: (os.stat(mnt / "f").st_mode & 0o777, os.stat(mnt / "f").st_mtime_ns)
-         == (0o600, 2_000_000_456), what="host chmod and utime")
+    poll(
+        lambda: (
+            (os.stat(mnt / "f").st_mode & 0o777, os.stat(mnt / "f").st_mtime_ns)
+            == (0o600, 2_000_000_456)
+        ),
+        what="host chmod and utime",
+    )
 
 
 HARD_LINK_BUG = (
@@ -146,7 +153,8 @@ HARD_LINK_BUG = (
     "no-open mode keeps pages across opens) and relies on the server's inotify watch of the "
     "share for invalidation; a write to a shared file through a hard link outside the share "
     "raises no inotify event in the share, so the mount may serve the old content and attributes "
-    "for up to an hour (with --no-events it shows within 1 s)")
+    "for up to an hour (with --no-events it shows within 1 s)"
+)
 
 
 # Only without events: with them the mount may keep the old copy (HARD_LINK_BUG, in the
@@ -159,7 +167,9 @@ def test_host_write_through_hard_link_outside_share_without_events(tmp_path, hos
     os.link(host_dir / "f", outside / "same-file")
     mnt = tmp_path / "mnt"
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         with remote_mount(address, "share", mnt, "--no-events"):
             assert (mnt / "f").read_bytes() == b"old content"
             assert os.stat(mnt / "f").st_nlink == 2

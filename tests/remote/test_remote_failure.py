@@ -19,7 +19,12 @@ import pytest
 from bridgefs.fuse import device
 from mounting import bridgefs_server, remote_mount
 from remotekit import (
-    bridgefs_cli, listen_address, mount_status, poll, process_state, wait_events_flowing,
+    bridgefs_cli,
+    listen_address,
+    mount_status,
+    poll,
+    process_state,
+    wait_events_flowing,
 )
 
 OP_BOUND = 35.0  # seconds any single operation may take once the server is gone
@@ -120,8 +125,9 @@ def _bounded(proc: subprocess.Popen, what: str, timeout: float = OP_BOUND) -> st
 def _run_op(op: str, path) -> tuple[int | None, float, str | None]:
     """(errno or None, seconds taken, state if still alive after) of ``op`` on ``path``."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", OP, op, str(path)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OP, op, str(path)], stdout=subprocess.PIPE, text=True
+    )
     out = _bounded(proc, f"{op} {path}")
     took = time.monotonic() - started
     return json.loads(out)["errno"], took, process_state(proc.pid)
@@ -136,19 +142,30 @@ def test_server_killed_while_in_use(tmp_path, host_dir, mode):
         (host_dir / "dir" / f"f{i}").write_bytes(b"x" * i)
     mnt = tmp_path / "mnt"
     helpers: list[subprocess.Popen] = []
-    with bridgefs_server({"share": str(host_dir)}, listen_address(transport, tmp_path)) as (
-            address, server), remote_mount(address, "share", mnt, *extra) as client:
+    with (
+        bridgefs_server({"share": str(host_dir)}, listen_address(transport, tmp_path)) as (
+            address,
+            server,
+        ),
+        remote_mount(address, "share", mnt, *extra) as client,
+    ):
         try:
             if "--no-events" not in extra:
                 wait_events_flowing(mnt)  # long-lived caches, which the server's death must end
-            reader = subprocess.Popen([sys.executable, "-c", READER, str(mnt / "data")],
-                                      stdout=subprocess.PIPE, text=True)
+            reader = subprocess.Popen(
+                [sys.executable, "-c", READER, str(mnt / "data")], stdout=subprocess.PIPE, text=True
+            )
             helpers.append(reader)
-            holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mnt / "dir")],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLDER, str(mnt / "dir")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             helpers.append(holder)
-            writer = subprocess.Popen([sys.executable, "-c", WRITER, str(mnt / "out")],
-                                      stdout=subprocess.PIPE, text=True)
+            writer = subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(mnt / "out")], stdout=subprocess.PIPE, text=True
+            )
             helpers.append(writer)
             assert reader.stdout.readline() == "reading\n"
             assert writer.stdout.readline() == "writing\n"
@@ -169,8 +186,10 @@ def test_server_killed_while_in_use(tmp_path, host_dir, mode):
             # long-lived caches once it sees the change stream broke, and the short ones last
             # 1 s, so that second must pass (time itself is the condition).  From then on every
             # operation needs the server.
-            poll(lambda: mount_status(mnt).get("cache_mode") == "short",
-                 what="the client saw the change stream break")
+            poll(
+                lambda: mount_status(mnt).get("cache_mode") == "short",
+                what="the client saw the change stream break",
+            )
             time.sleep(1.5)
 
             holder.stdin.write("go\n")
@@ -180,12 +199,20 @@ def test_server_killed_while_in_use(tmp_path, host_dir, mode):
                 assert err in ACCEPTED, f"{what} on an open directory: {err}"
 
             results = {}
-            for op, path in [("stat", mnt / "data"), ("lstat", mnt / "dir" / "f3"),
-                             ("stat", mnt), ("open", mnt / "data"), ("read", mnt / "dir" / "f7"),
-                             ("listdir", mnt / "dir"), ("listdir", mnt),
-                             ("create", mnt / "new-file"), ("create", mnt / "dir" / "new"),
-                             ("mkdir", mnt / "new-dir"), ("unlink", mnt / "dir" / "f1"),
-                             ("statvfs", mnt)]:
+            for op, path in [
+                ("stat", mnt / "data"),
+                ("lstat", mnt / "dir" / "f3"),
+                ("stat", mnt),
+                ("open", mnt / "data"),
+                ("read", mnt / "dir" / "f7"),
+                ("listdir", mnt / "dir"),
+                ("listdir", mnt),
+                ("create", mnt / "new-file"),
+                ("create", mnt / "dir" / "new"),
+                ("mkdir", mnt / "new-dir"),
+                ("unlink", mnt / "dir" / "f1"),
+                ("statvfs", mnt),
+            ]:
                 err, took, state = _run_op(op, path)
                 results[f"{op} {path.relative_to(tmp_path)}"] = (err, round(took, 2), state)
             bad = {k: v for k, v in results.items() if v[0] not in ACCEPTED}

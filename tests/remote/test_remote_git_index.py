@@ -34,8 +34,9 @@ def _make_repo(repo, env, git):
     # Files older than the index: none is "racily clean", which git would re-check and rewrite.
     for dirpath, _dirs, names in os.walk(repo):
         for name in names:
-            os.utime(os.path.join(dirpath, name), ns=(past, past + 123_456_789),
-                     follow_symlinks=False)
+            os.utime(
+                os.path.join(dirpath, name), ns=(past, past + 123_456_789), follow_symlinks=False
+            )
     run([git, "init", "-q", "-b", "main"], cwd=repo, env=env)
     run([git, "add", "-A"], cwd=repo, env=env)
     run([git, "commit", "-q", "-m", "many files"], cwd=repo, env=env)
@@ -43,8 +44,7 @@ def _make_repo(repo, env, git):
 
 def _stat_data(path):
     st = os.lstat(path)
-    return (st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
-            st.st_ctime_ns)
+    return (st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def test_git_status_through_mount_leaves_index_alone(mode_share, tmp_path):
@@ -67,8 +67,10 @@ def test_git_status_through_mount_leaves_index_alone(mode_share, tmp_path):
     vm_repo = mnt / "repo"
     tracked = run([git, "ls-files", "-z"], cwd=repo, env=env).split("\0")[:-1]
     assert len(tracked) == FILES + 1
-    poll(lambda: all(_stat_data(repo / rel) == _stat_data(vm_repo / rel) for rel in tracked),
-         what="the mount reports the host's stat data for every tracked file")
+    poll(
+        lambda: all(_stat_data(repo / rel) == _stat_data(vm_repo / rel) for rel in tracked),
+        what="the mount reports the host's stat data for every tracked file",
+    )
     for _ in range(2):
         assert run([git, "status", "--porcelain"], cwd=vm_repo, env=env) == ""
         assert run([git, "diff", "--stat"], cwd=vm_repo, env=env) == ""
@@ -82,6 +84,8 @@ def test_git_status_through_mount_leaves_index_alone(mode_share, tmp_path):
     # A change made on the host is seen through the mount (so status is not blind), and the
     # host's own status is then what refreshes the index.
     (repo / "d1" / "sub1" / "file-001.txt").write_bytes(b"changed on the host\n")
-    out = poll(lambda: run([git, "status", "--porcelain"], cwd=vm_repo, env=env),
-               what="git status through the mount sees the host's change")
+    out = poll(
+        lambda: run([git, "status", "--porcelain"], cwd=vm_repo, env=env),
+        what="git status through the mount sees the host's change",
+    )
     assert out == " M d1/sub1/file-001.txt\n"

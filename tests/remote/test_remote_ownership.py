@@ -36,7 +36,9 @@ def presented(tmp_path, host_dir):
     _populate(host_dir)
     mnt = tmp_path / "mnt"
     with bridgefs_server({"share": str(host_dir)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         with remote_mount(address, "share", mnt, "--uid", str(UID), "--gid", str(GID)):
             yield host_dir, mnt
 
@@ -57,8 +59,10 @@ def test_every_file_is_presented_as_owned_by_uid_gid(presented):
         st = entry.stat(follow_symlinks=False)
         assert (st.st_uid, st.st_gid) == (UID, GID), entry.name
     # The host keeps its real owners.
-    assert (os.lstat(host / "other-owner").st_uid, os.lstat(host / "other-owner").st_gid) == \
-        (4242, 4343)
+    assert (os.lstat(host / "other-owner").st_uid, os.lstat(host / "other-owner").st_gid) == (
+        4242,
+        4343,
+    )
     assert os.lstat(host / "root-file").st_uid == os.getuid()
 
 
@@ -84,8 +88,10 @@ def test_ownership_passes_through_without_uid_gid(share):
     _populate(host)  # while mounted: the mount learns of it as host changes
 
     def owners(root):
-        return {os.path.relpath(p, root): (os.lstat(p).st_uid, os.lstat(p).st_gid)
-                for p in _all_paths(root)}
+        return {
+            os.path.relpath(p, root): (os.lstat(p).st_uid, os.lstat(p).st_gid)
+            for p in _all_paths(root)
+        }
 
     want = owners(host)
     assert want["other-owner"] == (4242, 4343) and want[os.path.join("dir", "link")] == (777, 888)

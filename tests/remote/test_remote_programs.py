@@ -23,16 +23,29 @@ def make_tree(root: pathlib.Path, seed: int = 0) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for d in ["a", "a/b", "a/b/c", "empty dir", "x"]:
         (root / d).mkdir(parents=True, exist_ok=True)
-    files = ["top.txt", "a/one", "a/b/two.bin", "a/b/c/three", "x/with space.txt", "x/empty",
-             "a/b/c/big.bin"]
+    files = [
+        "top.txt",
+        "a/one",
+        "a/b/two.bin",
+        "a/b/c/three",
+        "x/with space.txt",
+        "x/empty",
+        "a/b/c/big.bin",
+    ]
     for i, name in enumerate(files):
         size = {"x/empty": 0, "a/b/c/big.bin": 3 * 1024 * 1024 + 11}.get(
-            name, rnd.randrange(1, 70_000))
+            name, rnd.randrange(1, 70_000)
+        )
         p = root / name
         p.write_bytes(rnd.randbytes(size))
         os.chmod(p, [0o644, 0o600, 0o755, 0o640][i % 4])
-        os.utime(p, ns=(1_600_000_000_000_000_000 + i * 1_000_000_007,
-                        1_600_000_000_123_456_789 + i * 1_000_000_007))
+        os.utime(
+            p,
+            ns=(
+                1_600_000_000_000_000_000 + i * 1_000_000_007,
+                1_600_000_000_123_456_789 + i * 1_000_000_007,
+            ),
+        )
     for i in range(40):
         (root / "x" / f"small-{i:02d}").write_bytes(rnd.randbytes(rnd.randrange(0, 300)))
     os.symlink("../top.txt", root / "a" / "link-to-top")
@@ -62,8 +75,9 @@ def test_git_init_add_commit_status(unix_share, tmp_path):
     run([git, "fsck", "--strict"], cwd=repo, env=env)
     # The repository is a real one on the host, where git agrees.
     assert run([git, "status", "--porcelain"], cwd=host / "repo", env=env) == ""
-    assert run([git, "rev-parse", "HEAD"], cwd=host / "repo", env=env) == \
-        run([git, "rev-parse", "HEAD"], cwd=repo, env=env)
+    assert run([git, "rev-parse", "HEAD"], cwd=host / "repo", env=env) == run(
+        [git, "rev-parse", "HEAD"], cwd=repo, env=env
+    )
 
 
 def test_tar_extract_and_diff(unix_share, tmp_path):
@@ -102,16 +116,23 @@ def test_compileall_then_import(unix_share):
     tag = sys.implementation.cache_tag
     assert caches == sorted(f"{m}.{tag}.pyc" for m in ["__init__", "alpha", "beta"])
     assert (host / "__pycache__" / f"single_mod.{tag}.pyc").exists()
-    code = ("import sys, pkg_on_mount, single_mod; "
-            "assert pkg_on_mount.A == 'alphaalphaalpha' and pkg_on_mount.twice(21) == 42; "
-            "assert single_mod.VALUE == 45; "
-            "assert pkg_on_mount.alpha.__cached__.endswith('.pyc'); "
-            "print(pkg_on_mount.__file__)")
+    code = (
+        "import sys, pkg_on_mount, single_mod; "
+        "assert pkg_on_mount.A == 'alphaalphaalpha' and pkg_on_mount.twice(21) == 42; "
+        "assert single_mod.VALUE == 45; "
+        "assert pkg_on_mount.alpha.__cached__.endswith('.pyc'); "
+        "print(pkg_on_mount.__file__)"
+    )
     # The import loads the code objects from the .pyc files compileall wrote (-v says which
     # file each comes from) and writes nothing (-B).
     before = {p: p.stat().st_mtime_ns for p in host.rglob("*.pyc")}
-    proc = subprocess.run([sys.executable, "-B", "-v", "-c", code], cwd=mnt, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(mnt)))
+    proc = subprocess.run(
+        [sys.executable, "-B", "-v", "-c", code],
+        cwd=mnt,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(mnt)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(pkg / "__init__.py")
     for mod in ["__init__", "alpha", "beta"]:
@@ -123,8 +144,11 @@ def test_compileall_then_import(unix_share):
     old_pyc = pyc.read_bytes()
     (pkg / "beta.py").write_text("VERSION = 2\n\ndef twice(x):\n    return x + x\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out = run([sys.executable, "-c", "import pkg_on_mount.beta as b; print(b.VERSION, b.twice(4))"],
-              cwd=mnt, env=dict(env, PYTHONPATH=str(mnt)))
+    out = run(
+        [sys.executable, "-c", "import pkg_on_mount.beta as b; print(b.VERSION, b.twice(4))"],
+        cwd=mnt,
+        env=dict(env, PYTHONPATH=str(mnt)),
+    )
     assert out == "2 8\n"
     assert pyc.read_bytes() != old_pyc
 
@@ -149,12 +173,15 @@ def test_sqlite3_cli(unix_share):
     host, mnt, _ = unix_share
     db = mnt / "cli.db"
     script = ["CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, blob BLOB);", "BEGIN;"]
-    script += [f"INSERT INTO t VALUES ({i}, 'row {i}', X'{(bytes([i % 256]) * (i % 50)).hex()}');"
-               for i in range(ROWS)]
+    script += [
+        f"INSERT INTO t VALUES ({i}, 'row {i}', X'{(bytes([i % 256]) * (i % 50)).hex()}');"
+        for i in range(ROWS)
+    ]
     script += ["COMMIT;"]
     run([sqlite, str(db)], input="\n".join(script) + "\n")
-    assert run([sqlite, str(db), "SELECT count(*), sum(id) FROM t;"]) == \
-        f"{ROWS}|{sum(range(ROWS))}\n"
+    assert (
+        run([sqlite, str(db), "SELECT count(*), sum(id) FROM t;"]) == f"{ROWS}|{sum(range(ROWS))}\n"
+    )
     _check_db(db)
     _check_db(host / "cli.db")
     assert not (mnt / "cli.db-journal").exists()
@@ -169,8 +196,10 @@ def test_sqlite3_module(unix_share, journal):
         assert con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0].upper() == journal
         con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, blob BLOB)")
         con.execute("BEGIN")
-        con.executemany("INSERT INTO t VALUES (?, ?, ?)",
-                        ((i, f"row {i}", bytes([i % 256]) * (i % 50)) for i in range(ROWS)))
+        con.executemany(
+            "INSERT INTO t VALUES (?, ?, ?)",
+            ((i, f"row {i}", bytes([i % 256]) * (i % 50)) for i in range(ROWS)),
+        )
         con.execute("COMMIT")
         # A second connection (its own locks) reads them while the first is open.
         other = sqlite3.connect(db)
@@ -194,11 +223,18 @@ def test_sqlite3_locking_between_processes(unix_share):
     db = mnt / "lock.db"
     sqlite3.connect(db).executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);").close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read(); "
-         "c.execute('COMMIT')", str(db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read(); "
+            "c.execute('COMMIT')",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         con = sqlite3.connect(db, timeout=0)

@@ -25,10 +25,14 @@ def ro_mounts(tmp_path_factory):
     base = tmp_path_factory.mktemp("readonly")
     host = base / "host"
     host.mkdir()
-    with bridgefs_server({"ro": f"{host}:ro", "rw": str(host)},
-                         f"unix:{base / 'server.sock'}") as (address, _server):
-        with remote_mount(address, "ro", base / "ro-share"), \
-                remote_mount(address, "rw", base / "ro-mount", "--read-only"):
+    with bridgefs_server({"ro": f"{host}:ro", "rw": str(host)}, f"unix:{base / 'server.sock'}") as (
+        address,
+        _server,
+    ):
+        with (
+            remote_mount(address, "ro", base / "ro-share"),
+            remote_mount(address, "rw", base / "ro-mount", "--read-only"),
+        ):
             yield host, {"ro-share": base / "ro-share", "ro-mount": base / "ro-mount"}
 
 
@@ -56,8 +60,11 @@ def tree(request, ro_mounts):
     def caught_up():  # the mount shows the tree as the host has it (host changes stream in)
         for rel, rec in before.items():
             st = os.lstat(view / rel)
-            if (st.st_mode, st.st_size, st.st_mtime_ns) != (rec["mode"], rec["size"],
-                                                            rec["mtime_ns"]):
+            if (st.st_mode, st.st_size, st.st_mtime_ns) != (
+                rec["mode"],
+                rec["size"],
+                rec["mtime_ns"],
+            ):
                 return False
         return True
 
@@ -113,8 +120,9 @@ def test_mutation_is_erofs(tree, mutation):
     _host, m = tree
     with pytest.raises(OSError) as info:
         MUTATIONS[mutation](m)
-    assert info.value.errno == errno.EROFS, \
+    assert info.value.errno == errno.EROFS, (
         f"{mutation}: {errno.errorcode.get(info.value.errno)} instead of EROFS"
+    )
 
 
 def test_reading_still_works(tree):
@@ -125,8 +133,11 @@ def test_reading_still_works(tree):
     assert os.getxattr(m / "xattrs", "user.key") == b"value"
     assert "user.key" in os.listxattr(m / "xattrs")
     st = os.stat(m / "file")
-    assert (st.st_mode, st.st_mtime_ns, st.st_size) == \
-        (os.stat(host / "file").st_mode, 1_600_000_000_222_222_222, 1700)
+    assert (st.st_mode, st.st_mtime_ns, st.st_size) == (
+        os.stat(host / "file").st_mode,
+        1_600_000_000_222_222_222,
+        1700,
+    )
     # A read-only open of each file works and so do seeks and preads.
     fd = os.open(m / "file", os.O_RDONLY)
     try:
@@ -158,7 +169,9 @@ def test_host_changes_still_show_through_read_only_mounts(ro_mounts):
     (host / name).write_bytes(b"new on host")
     try:
         for mnt in mounts.values():
-            poll(lambda: (mnt / name).read_bytes() == b"new on host",
-                 what=f"{name} appears through {mnt}")
+            poll(
+                lambda mnt=mnt: (mnt / name).read_bytes() == b"new on host",
+                what=f"{name} appears through {mnt}",
+            )
     finally:
         os.unlink(host / name)

@@ -17,9 +17,13 @@ def two(tmp_path, host_dir, mode):
     """(host folder, mount A, mount B): two mounts of one share of one server, in each mode."""
     _name, transport, extra = mode
     with bridgefs_server({"share": str(host_dir)}, listen_address(transport, tmp_path)) as (
-            address, _server):
-        with remote_mount(address, "share", tmp_path / "a", *extra), \
-                remote_mount(address, "share", tmp_path / "b", *extra):
+        address,
+        _server,
+    ):
+        with (
+            remote_mount(address, "share", tmp_path / "a", *extra),
+            remote_mount(address, "share", tmp_path / "b", *extra),
+        ):
             if "--no-events" not in extra:
                 wait_events_flowing(tmp_path / "a")
                 wait_events_flowing(tmp_path / "b")
@@ -37,8 +41,10 @@ def test_create_and_write_seen_by_the_other(two):
     poll(lambda: (a / "f").read_bytes() == b"b rewrote it, longer\n", what="a sees b's rewrite")
     with open(a / "f", "ab") as f:
         f.write(b"a appended\n")
-    poll(lambda: (b / "f").read_bytes() == b"b rewrote it, longer\na appended\n",
-         what="b sees a's append")
+    poll(
+        lambda: (b / "f").read_bytes() == b"b rewrote it, longer\na appended\n",
+        what="b sees a's append",
+    )
 
 
 def test_same_size_rewrite_seen_by_the_other(two):

@@ -35,7 +35,9 @@ MiB = 1 << 20
 def _mounted(tmp_path, host, extra):
     mnt = tmp_path / "mnt"
     with bridgefs_server({"share": str(host)}, f"unix:{tmp_path / 'server.sock'}") as (
-            address, _server):
+        address,
+        _server,
+    ):
         with remote_mount(address, "share", mnt, *extra):
             if "--no-events" not in extra:
                 wait_events_flowing(mnt)
@@ -53,8 +55,9 @@ def full_share(request, tmp_path):
     """(host folder, mount point) of a share on a 1 MiB tmpfs: writes past that fail ENOSPC."""
     host = tmp_path / "small"
     host.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(host)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(host)], check=True
+    )
     try:
         with _mounted(tmp_path, host, MODES[request.param]) as mnt:
             yield host, mnt
@@ -72,13 +75,13 @@ def test_many_writes_are_on_the_host_after_close(writes_share):
     fd = os.open(mnt / "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for i in range(0, len(data), MiB):
-            assert os.write(fd, data[i:i + MiB]) == len(data[i:i + MiB])
+            assert os.write(fd, data[i : i + MiB]) == len(data[i : i + MiB])
         # Overlapping rewrites, sent while the first writes may still be on their way: the
         # host must end with the last bytes written at each offset.
         for n, start in enumerate(range(1000, 8 * MiB, 700_001)):
             patch = bytes([n + 1]) * 900_000
             assert os.pwrite(fd, patch, start) == len(patch)
-            data[start:start + len(patch)] = patch
+            data[start : start + len(patch)] = patch
         # The VM sees its own writes before any close.
         assert os.fstat(fd).st_size == len(data)
         assert os.stat(mnt / "big").st_size == len(data)
@@ -126,7 +129,7 @@ def _write_past_full(path, size: int, piece: int, fsync: bool) -> list[tuple[str
         done = 0
         while done < size:
             try:
-                done += os.write(fd, view[done:done + piece])
+                done += os.write(fd, view[done : done + piece])
             except OSError as exc:
                 failures.append(("write", exc.errno))
                 break
@@ -145,8 +148,9 @@ def _write_past_full(path, size: int, piece: int, fsync: bool) -> list[tuple[str
 
 # 128 KiB pieces: the failure is most often reported by a later write.  One 2 MiB write: the
 # kernel sends it as two WRITEs and nothing comes after them but the fsync or the close.
-PIECES = pytest.mark.parametrize("size,piece", [(4 * MiB, 128 << 10), (2 * MiB, 2 * MiB)],
-                                 ids=["pieces", "one-write"])
+PIECES = pytest.mark.parametrize(
+    "size,piece", [(4 * MiB, 128 << 10), (2 * MiB, 2 * MiB)], ids=["pieces", "one-write"]
+)
 
 
 @PIECES
@@ -170,14 +174,21 @@ def test_a_failed_write_is_reported_by_fsync(full_share, size, piece):
 WRITEBACK_STALE_SIZE = (
     "with --writeback-cache the kernel trusts its own size and mtime of a cached file over the "
     "server's (fs/fuse: fuse_get_cache_mask); without events nothing tells it the host appended, "
-    "so the VM keeps the old size (the README says not to combine the two)")
+    "so the VM keeps the old size (the README says not to combine the two)"
+)
 
 
-@pytest.mark.parametrize("extra", [
-    pytest.param(["--writeback-cache"], id="events"),
-    pytest.param(["--writeback-cache", "--no-events"], id="no-events",
-                 marks=pytest.mark.xfail(strict=True, reason=WRITEBACK_STALE_SIZE)),
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["--writeback-cache"], id="events"),
+        pytest.param(
+            ["--writeback-cache", "--no-events"],
+            id="no-events",
+            marks=pytest.mark.xfail(strict=True, reason=WRITEBACK_STALE_SIZE),
+        ),
+    ],
+)
 def test_writeback_cache_and_a_host_append(tmp_path, host_dir, extra):
     (host_dir / "log").write_bytes(b"first line\n")
     with _mounted(tmp_path, host_dir, extra) as mnt:
@@ -185,12 +196,15 @@ def test_writeback_cache_and_a_host_append(tmp_path, host_dir, extra):
         with open(host_dir / "log", "ab") as f:
             f.write(b"appended on the host\n")
         want = b"first line\nappended on the host\n"
-        poll(lambda: os.stat(mnt / "log").st_size == len(want)
-             and (mnt / "log").read_bytes() == want,
-             # Stale for 5 s shows the limitation (load only keeps it stale longer); fresh
-             # must come within the generous bound.
-             timeout=5 if "--no-events" in extra else FRESHNESS,
-             what="the host's append seen in the VM")
+        poll(
+            lambda: (
+                os.stat(mnt / "log").st_size == len(want) and (mnt / "log").read_bytes() == want
+            ),
+            # Stale for 5 s shows the limitation (load only keeps it stale longer); fresh
+            # must come within the generous bound.
+            timeout=5 if "--no-events" in extra else FRESHNESS,
+            what="the host's append seen in the VM",
+        )
 
 
 def test_a_failed_write_is_reported_by_fsync_through_another_descriptor(full_share):

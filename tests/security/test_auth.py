@@ -286,8 +286,9 @@ def test_a_mount_with_the_token_reads_the_share(tree, tmp_path, serve, token_fil
     from mounting import remote_mount
 
     share, _ = tree
-    server = serve("--listen", "tcp:127.0.0.1:0", "--token-file", str(token_file),
-                   shares={"s": str(share)})
+    server = serve(
+        "--listen", "tcp:127.0.0.1:0", "--token-file", str(token_file), shares={"s": str(share)}
+    )
     mnt = tmp_path / "mnt"
     with remote_mount(server.address, "s", mnt, "--token-file", str(token_file)):
         assert (mnt / "file").read_bytes() == b"inside\n"
@@ -305,13 +306,20 @@ def test_a_client_at_its_in_flight_bound_waits_instead_of_failing(tree, tmp_path
     share, _ = tree
     for i in range(2000):
         (share / f"f{i:04d}").write_bytes(b"")
-    server = serve("--listen", f"unix:{tmp_path / 's.sock'}", "--max-client-inflight", "1",
-                   shares={"s": str(share)})
+    server = serve(
+        "--listen",
+        f"unix:{tmp_path / 's.sock'}",
+        "--max-client-inflight",
+        "1",
+        shares={"s": str(share)},
+    )
     session = ServerSession(server.address, "s", WriteBehind())
     try:
+
         def listing(_: int) -> int:
-            reply = session.call(session.stub.ListDir, pb.ReadDirRequest(handle=1,
-                                                                         max_entries=4096))
+            reply = session.call(
+                session.stub.ListDir, pb.ReadDirRequest(handle=1, max_entries=4096)
+            )
             return len(reply.entries)
 
         with ThreadPoolExecutor(16) as pool:

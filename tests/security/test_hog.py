@@ -36,8 +36,15 @@ def big_share(tmp_path_factory):
 @pytest.fixture
 def two_doors(big_share, tmp_path, serve, token_file):
     """(server, tcp address for the hog, unix address for the other client, token)."""
-    server = serve("--listen", "tcp:127.0.0.1:0", "--listen", f"unix:{tmp_path / 's.sock'}",
-                   "--token-file", str(token_file), shares={"s": str(big_share)})
+    server = serve(
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--listen",
+        f"unix:{tmp_path / 's.sock'}",
+        "--token-file",
+        str(token_file),
+        shares={"s": str(big_share)},
+    )
     tcp, unix = server.addresses
     return server, tcp, unix, read_token(token_file)
 
@@ -82,8 +89,10 @@ def test_a_lookup_hog_gets_enfile_at_its_advertised_bound(two_doors):
                 assert reply.errno == errno.ENFILE, os.strerror(reply.errno)
                 refused[i] += 1
 
-    threads = [threading.Thread(target=hog, args=(0, many)),
-               threading.Thread(target=hog, args=(1, many2))]
+    threads = [
+        threading.Thread(target=hog, args=(0, many)),
+        threading.Thread(target=hog, args=(1, many2)),
+    ]
     for t in threads:
         t.start()
     try:
@@ -97,8 +106,10 @@ def test_a_lookup_hog_gets_enfile_at_its_advertised_bound(two_doors):
     assert server.fds() < _fd_limit(server.proc.pid)
     # With the hog at its bound, the other client still has its guaranteed share.
     took = _other_client_works(unix, token)
-    print(f"hog held {held} nodes (advertised {advertised}), refused {refused}; "
-          f"server fds {server.fds()} of {_fd_limit(server.proc.pid)}; other client {took:.2f} s")
+    print(
+        f"hog held {held} nodes (advertised {advertised}), refused {refused}; "
+        f"server fds {server.fds()} of {_fd_limit(server.proc.pid)}; other client {took:.2f} s"
+    )
     assert "ENFILE" in server.log() or "nodes" in server.log()
     for h in hogs:
         h.close()
@@ -131,8 +142,7 @@ def test_huge_listings_on_many_handles_keep_memory_bounded(two_doors):
     def read_to_end(fh: int) -> int:
         offset, seen = 0, 0
         while True:
-            reply = hog.call("ReadDir", pb.ReadDirRequest(fh=fh, offset=offset,
-                                                          max_entries=1024))
+            reply = hog.call("ReadDir", pb.ReadDirRequest(fh=fh, offset=offset, max_entries=1024))
             assert reply.errno == 0
             seen += len(reply.entries)
             if reply.eof or not reply.entries:
@@ -165,8 +175,10 @@ def test_many_slow_calls_do_not_starve_another_client(two_doors):
         as many as one reply holds)."""
         request = pb.ReadDirRequest(handle=many, plus=False, max_entries=1 << 20)
         while not stop.is_set():
-            calls = [hog.stub.ListDir.future(request, metadata=hog.metadata, timeout=120)
-                     for _ in range(128)]
+            calls = [
+                hog.stub.ListDir.future(request, metadata=hog.metadata, timeout=120)
+                for _ in range(128)
+            ]
             for call in calls:
                 err = call.result().errno
                 answered[err] = answered.get(err, 0) + 1

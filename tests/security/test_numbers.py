@@ -29,10 +29,31 @@ RANGES = {
 }
 SKIP_METHODS = {"Handshake", "Watch", "Goodbye"}  # no share reached; Goodbye ends the session
 PROPER = {
-    0, errno.EINVAL, errno.EFBIG, errno.EOVERFLOW, errno.ENXIO, errno.ESTALE, errno.EBADF,
-    errno.ENOENT, errno.EPERM, errno.EACCES, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-    errno.ENOSPC, errno.ENODATA, errno.ENOTSUP, errno.ERANGE, errno.E2BIG, errno.ENOTEMPTY,
-    errno.EXDEV, errno.ENOSYS, errno.ENAMETOOLONG, errno.EROFS, errno.ESPIPE, errno.ENFILE,
+    0,
+    errno.EINVAL,
+    errno.EFBIG,
+    errno.EOVERFLOW,
+    errno.ENXIO,
+    errno.ESTALE,
+    errno.EBADF,
+    errno.ENOENT,
+    errno.EPERM,
+    errno.EACCES,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENOSPC,
+    errno.ENODATA,
+    errno.ENOTSUP,
+    errno.ERANGE,
+    errno.E2BIG,
+    errno.ENOTEMPTY,
+    errno.EXDEV,
+    errno.ENOSYS,
+    errno.ENAMETOOLONG,
+    errno.EROFS,
+    errno.ESPIPE,
+    errno.ENFILE,
     errno.EMFILE,
 }
 
@@ -69,8 +90,9 @@ def numbers_server(tmp_path_factory):
     share.mkdir()
     (share / "file").write_bytes(b"inside\n" * 100)
     (share / "dir").mkdir()
-    server = ServeProcess(["--listen", f"unix:{base / 's.sock'}"], {"s": str(share)},
-                          base / "serve.log")
+    server = ServeProcess(
+        ["--listen", f"unix:{base / 's.sock'}"], {"s": str(share)}, base / "serve.log"
+    )
     yield server, share
     server.stop()
 
@@ -89,8 +111,13 @@ def _request(cls, base: dict, field: str, value: int, method: str):
     request = cls()
     for f in desc.fields:
         if f.name in ("handle", "handle_in", "handle_out"):
-            setattr(request, f.name, 1 if method in ("OpenDir", "ReadDir", "ListDir", "ReleaseDir",
-                                                     "FsyncDir") else base["entry"])
+            setattr(
+                request,
+                f.name,
+                1
+                if method in ("OpenDir", "ReadDir", "ListDir", "ReleaseDir", "FsyncDir")
+                else base["entry"],
+            )
         elif f.name in ("parent", "new_parent"):
             setattr(request, f.name, 1)
         elif f.name in ("fh", "fh_in", "fh_out"):
@@ -122,8 +149,12 @@ def test_every_number_field_at_the_ends_of_its_range(numbers_server):
     bad = []
     try:
         for method, type_name, field, value in CASES:
-            if method in ("Forget", "Release", "ReleaseDir") and "fh" not in field \
-                    and "handle" not in field and "count" not in field:
+            if (
+                method in ("Forget", "Release", "ReleaseDir")
+                and "fh" not in field
+                and "handle" not in field
+                and "count" not in field
+            ):
                 continue
             base = _base(client, share)
             request = _request(getattr(pb, type_name), base, field, value, method)
@@ -133,6 +164,6 @@ def test_every_number_field_at_the_ends_of_its_range(numbers_server):
     finally:
         client.close()
     log = server.log()
-    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 300 :][:3000]
     assert not bad, "\n".join(bad)
     print(f"{len(CASES)} field values answered with proper errnos")

@@ -30,8 +30,9 @@ def start_server(tmp_path):
 
     def start(shares: dict, limits: Limits | None = None, listen: list[str] | None = None):
         sock = tmp_path / f"server{len(servers)}.sock"
-        server = serve(shares, listen or [f"unix:{sock}"], limits=limits, max_workers=8,
-                       insecure=True)
+        server = serve(
+            shares, listen or [f"unix:{sock}"], limits=limits, max_workers=8, insecure=True
+        )
         servers.append(server)
         return server
 

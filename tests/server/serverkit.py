@@ -18,18 +18,21 @@ class Raw:
         self.stub = pb_grpc.FilesStub(self.channel)
         request = dict(protocol_version=PROTOCOL_VERSION, share=share, client_name="raw-test")
         request.update(handshake)
-        self.hello = self.stub.Handshake(pb.HandshakeRequest(**request), timeout=10,
-                                         wait_for_ready=True)
+        self.hello = self.stub.Handshake(
+            pb.HandshakeRequest(**request), timeout=10, wait_for_ready=True
+        )
         self.metadata = ((SESSION_KEY, self.hello.session),)
 
     def __getattr__(self, rpc: str):
         method = getattr(self.stub, rpc)
         request_type = {
-            m.name: m.input_type for m in pb.DESCRIPTOR.services_by_name["Files"].methods}[rpc]
+            m.name: m.input_type for m in pb.DESCRIPTOR.services_by_name["Files"].methods
+        }[rpc]
         cls = getattr(pb, request_type.name)
 
         def call(**fields):
             return method(cls(**fields), metadata=self.metadata, timeout=10)
+
         return call
 
     def handle(self, parent: int, name: bytes) -> int:
@@ -53,8 +56,15 @@ def snapshot(root: pathlib.Path) -> dict:
                 data = os.readlink(path)
             elif os.path.isfile(path):
                 data = pathlib.Path(path).read_bytes()
-            out[os.path.relpath(path, root)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size,
-                                                st.st_mtime_ns, st.st_nlink, data)
+            out[os.path.relpath(path, root)] = (
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_nlink,
+                data,
+            )
     return out
 
 
@@ -88,7 +98,7 @@ class Inotify:
             pos = 0
             while pos < len(data):
                 _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
-                name = data[pos + 16:pos + 16 + length].rstrip(b"\0")
+                name = data[pos + 16 : pos + 16 + length].rstrip(b"\0")
                 out.append((mask, name))
                 pos += 16 + length
 

@@ -5,13 +5,13 @@ import logging
 import os
 
 import pytest
+from waiting import wait_until
 
 from bridgefs.rpc import PROTOCOL_VERSION, pb
 from bridgefs.server import Limits
 from bridgefs.server.sessions import Session
 from bridgefs.server.shares import Share
 from serverkit import Raw
-from waiting import wait_until
 
 
 def _files(share, n):
@@ -78,8 +78,9 @@ def test_session_bound(tree, start_server):
     share, _ = tree
     server = start_server({"s": (str(share), False)}, Limits(max_sessions=2))
     a, b = _connect(server), _connect(server)
-    reply = a.stub.Handshake(pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share="s"),
-                             timeout=10)
+    reply = a.stub.Handshake(
+        pb.HandshakeRequest(protocol_version=PROTOCOL_VERSION, share="s"), timeout=10
+    )
     assert reply.errno == errno.EUSERS
     assert b.Goodbye().errno == 0
     assert b.GetAttr(handle=1).errno == errno.ESTALE

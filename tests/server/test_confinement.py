@@ -68,8 +68,9 @@ def test_symlinks_to_outside_never_reach_the_target(links, raw):
     # Create over the link's name must not open (or create, or truncate) the target.
     reply = client.Create(parent=1, name=b"secret", mode=0o644, flags=os.O_WRONLY | os.O_TRUNC)
     assert reply.errno == errno.ELOOP
-    reply = client.Create(parent=1, name=b"secret", mode=0o644,
-                          flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    reply = client.Create(
+        parent=1, name=b"secret", mode=0o644, flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    )
     assert reply.errno == errno.EEXIST
     # A symlink to a directory is not a directory to name things in.
     for call, kwargs in [
@@ -82,13 +83,19 @@ def test_symlinks_to_outside_never_reach_the_target(links, raw):
         (client.RmDir, dict(name=b"x")),
     ]:
         assert call(parent=escape, **kwargs).errno == errno.ENOTDIR, call
-    assert client.Rename(parent=escape, name=b"secret", new_parent=1, new_name=b"stolen").errno \
+    assert (
+        client.Rename(parent=escape, name=b"secret", new_parent=1, new_name=b"stolen").errno
         == errno.ENOTDIR
-    assert client.Rename(parent=1, name=b"file", new_parent=escape, new_name=b"planted").errno \
+    )
+    assert (
+        client.Rename(parent=1, name=b"file", new_parent=escape, new_name=b"planted").errno
         == errno.ENOTDIR
+    )
     file_handle = client.handle(1, b"file")
-    assert client.Link(handle=file_handle, new_parent=escape, new_name=b"planted").errno \
+    assert (
+        client.Link(handle=file_handle, new_parent=escape, new_name=b"planted").errno
         == errno.ENOTDIR
+    )
     assert watch.events() == []  # before snapshot(), which itself opens everything
     assert snapshot(outside) == before
     assert not fds_pointing_at(outside / "secret")
@@ -173,8 +180,16 @@ def test_stale_handles_after_forget(tree, raw, caplog):
     second = client.handle(1, b"file")
     assert second > first  # never reused within a session
     # Forgetting the root, an unknown handle, or too much, is harmless.
-    assert client.Forget(items=[{"handle": 1, "count": 5}, {"handle": 4242, "count": 1},
-                                {"handle": second, "count": 99}]).errno == 0
+    assert (
+        client.Forget(
+            items=[
+                {"handle": 1, "count": 5},
+                {"handle": 4242, "count": 1},
+                {"handle": second, "count": 99},
+            ]
+        ).errno
+        == 0
+    )
     assert client.GetAttr(handle=1).errno == 0
     assert client.GetAttr(handle=second).errno == errno.ESTALE
 
@@ -184,8 +199,9 @@ def test_missing_or_forged_session(tree, raw):
 
     client = raw()
     assert client.stub.GetAttr(pb.GetAttrRequest(handle=1), timeout=10).errno == errno.ESTALE
-    reply = client.stub.GetAttr(pb.GetAttrRequest(handle=1), timeout=10,
-                                metadata=(("bridgefs-session", "f" * 32),))
+    reply = client.stub.GetAttr(
+        pb.GetAttrRequest(handle=1), timeout=10, metadata=(("bridgefs-session", "f" * 32),)
+    )
     assert reply.errno == errno.ESTALE
     assert client.GetAttr(handle=1).errno == 0
 
@@ -204,8 +220,9 @@ def test_special_files_are_never_opened(tree, raw, tmp_path):
         for flags in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR):
             assert client.Open(handle=handle, flags=flags).errno == errno.ENXIO, name
         assert client.SetAttr(handle=handle, size=0).errno == errno.ENXIO
-        assert client.Create(parent=1, name=name, mode=0o644, flags=os.O_WRONLY).errno \
-            == errno.ENXIO
+        assert (
+            client.Create(parent=1, name=name, mode=0o644, flags=os.O_WRONLY).errno == errno.ENXIO
+        )
     # Creating special files is allowed; opening the new one is not.
     reply = client.MkNod(parent=1, name=b"fifo2", mode=stat.S_IFIFO | 0o600)
     assert reply.errno == 0 and stat.S_ISFIFO(reply.entry.attr.mode)

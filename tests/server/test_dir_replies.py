@@ -11,7 +11,13 @@ import stat
 
 def same_attr(attr, st: os.stat_result) -> bool:
     return (attr.ino, attr.mode, attr.nlink, attr.size, attr.mtime_ns, attr.ctime_ns) == (
-        st.st_ino, st.st_mode, st.st_nlink, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        st.st_ino,
+        st.st_mode,
+        st.st_nlink,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
 
 
 def test_changes_of_names_return_the_directory_after_them(tree, raw):
@@ -22,10 +28,12 @@ def test_changes_of_names_return_the_directory_after_them(tree, raw):
     d = d.entry.handle
     created = c.Create(parent=d, name=b"f", mode=0o644, flags=os.O_WRONLY)
     assert created.created and same_attr(created.parent, os.stat(share / "d"))
-    for change in (lambda: c.MkNod(parent=d, name=b"p", mode=stat.S_IFIFO | 0o644),
-                   lambda: c.Symlink(parent=d, name=b"s", target=b"f"),
-                   lambda: c.Link(handle=created.entry.handle, new_parent=d, new_name=b"h"),
-                   lambda: c.MkDir(parent=d, name=b"sub", mode=0o755)):
+    for change in (
+        lambda: c.MkNod(parent=d, name=b"p", mode=stat.S_IFIFO | 0o644),
+        lambda: c.Symlink(parent=d, name=b"s", target=b"f"),
+        lambda: c.Link(handle=created.entry.handle, new_parent=d, new_name=b"h"),
+        lambda: c.MkDir(parent=d, name=b"sub", mode=0o755),
+    ):
         reply = change()
         assert reply.errno == 0 and same_attr(reply.parent, os.stat(share / "d"))
     for name in (b"p", b"s", b"h"):
@@ -51,12 +59,12 @@ def test_create_says_whether_it_made_the_file(tree, raw):
 
 def test_one_release_closes_many_files(tree, raw):
     c = raw()
-    files = [c.Create(parent=1, name=b"f%d" % i, mode=0o644, flags=os.O_WRONLY)
-             for i in range(5)]
+    files = [c.Create(parent=1, name=b"f%d" % i, mode=0o644, flags=os.O_WRONLY) for i in range(5)]
     first, rest = files[0], files[1:]
     # A handle that is not open does not keep the others open.
-    reply = c.Release(handle=first.entry.handle, fh=first.fh,
-                      more_fhs=[f.fh for f in rest] + [first.fh + 1000])
+    reply = c.Release(
+        handle=first.entry.handle, fh=first.fh, more_fhs=[f.fh for f in rest] + [first.fh + 1000]
+    )
     assert reply.errno == errno.EBADF
     for f in files:
         assert c.Write(handle=f.entry.handle, fh=f.fh, offset=0, data=b"x").errno == errno.EBADF

@@ -8,9 +8,18 @@ import time
 
 import pytest
 from watchdog.events import (
-    DirAttribEvent, DirCreatedEvent, DirDeletedEvent, DirModifiedEvent, DirMovedEvent,
-    FileClosedEvent, FileClosedNoWriteEvent, FileCreatedEvent, FileDeletedEvent,
-    FileModifiedEvent, FileMovedEvent, FileOpenedEvent,
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
 )
 from watchdog.observers import Observer
 
@@ -201,6 +210,7 @@ def test_bad_names_are_never_resolved(echo, d, tmp_path):
 
 # --- the stream queue ------------------------------------------------------------------------
 
+
 def change(i) -> tuple:
     return (C.CREATED, (b"f%d" % i,), (), False)
 
@@ -230,18 +240,37 @@ def test_identical_changes_coalesce_only_while_queued():
 def test_a_change_waiting_for_its_path_absorbs_the_same_change():
     sub = Subscription(session=None)
     f, g = (b"f",), (b"g",)
-    for change in [(C.CREATED, f, (), False), (C.MODIFIED, f, (), False),
-                   (C.CREATED, g, (), False), (C.MODIFIED, f, (), False)]:
+    for change in [
+        (C.CREATED, f, (), False),
+        (C.MODIFIED, f, (), False),
+        (C.CREATED, g, (), False),
+        (C.MODIFIED, f, (), False),
+    ]:
         sub.push(change)
     assert [sub.get(0) for _ in range(4)] == [
-        (C.CREATED, f, (), False), (C.MODIFIED, f, (), False), (C.CREATED, g, (), False), None]
+        (C.CREATED, f, (), False),
+        (C.MODIFIED, f, (), False),
+        (C.CREATED, g, (), False),
+        None,
+    ]
     # A move or a deletion of the path in between: the same change is news again.
-    for change in [(C.MODIFIED, f, (), False), (C.MOVED, g, f, False),
-                   (C.MODIFIED, f, (), False), (C.ATTRIB, g, (), False),
-                   (C.DELETED, g, (), False), (C.ATTRIB, g, (), False)]:
+    for change in [
+        (C.MODIFIED, f, (), False),
+        (C.MOVED, g, f, False),
+        (C.MODIFIED, f, (), False),
+        (C.ATTRIB, g, (), False),
+        (C.DELETED, g, (), False),
+        (C.ATTRIB, g, (), False),
+    ]:
         sub.push(change)
-    assert [sub.get(0)[0] for _ in range(6)] == [C.MODIFIED, C.MOVED, C.MODIFIED, C.ATTRIB,
-                                                 C.DELETED, C.ATTRIB]
+    assert [sub.get(0)[0] for _ in range(6)] == [
+        C.MODIFIED,
+        C.MOVED,
+        C.MODIFIED,
+        C.ATTRIB,
+        C.DELETED,
+        C.ATTRIB,
+    ]
 
 
 def test_under_pressure_a_waiting_change_absorbs_what_adds_nothing():
@@ -249,12 +278,21 @@ def test_under_pressure_a_waiting_change_absorbs_what_adds_nothing():
     for i in range(4):  # half full
         sub.push(change(i))
     f = (b"f",)
-    for c in [(C.CREATED, f, (), False), (C.MODIFIED, f, (), False), (C.ATTRIB, f, (), False),
-              (C.DELETED, f, (), False), (C.ATTRIB, f, (), False)]:
+    for c in [
+        (C.CREATED, f, (), False),
+        (C.MODIFIED, f, (), False),
+        (C.ATTRIB, f, (), False),
+        (C.DELETED, f, (), False),
+        (C.ATTRIB, f, (), False),
+    ]:
         sub.push(c)
     got = [sub.get(0) for _ in range(8)]
-    assert got[4:] == [(C.CREATED, f, (), False), (C.DELETED, f, (), False),
-                       (C.ATTRIB, f, (), False), None]
+    assert got[4:] == [
+        (C.CREATED, f, (), False),
+        (C.DELETED, f, (), False),
+        (C.ATTRIB, f, (), False),
+        None,
+    ]
 
 
 def test_end_and_close():
@@ -278,45 +316,52 @@ ROOT = "/srv/share"
 R = os.fsencode(ROOT)
 
 
-@pytest.mark.parametrize("event, want", [
-    (FileCreatedEvent(f"{ROOT}/a/b/c"), (C.CREATED, (b"a", b"b", b"c"), (), False)),
-    (DirCreatedEvent(f"{ROOT}/a"), (C.CREATED, (b"a",), (), True)),
-    (FileDeletedEvent(f"{ROOT}/a"), (C.DELETED, (b"a",), (), False)),
-    (DirDeletedEvent(f"{ROOT}/a"), (C.DELETED, (b"a",), (), True)),
-    (FileModifiedEvent(f"{ROOT}/a"), (C.MODIFIED, (b"a",), (), False)),
-    (DirAttribEvent(f"{ROOT}/a"), (C.ATTRIB, (b"a",), (), True)),
-    (DirAttribEvent(ROOT), (C.ATTRIB, (), (), True)),
-    (DirMovedEvent(f"{ROOT}/a", f"{ROOT}/b/c"), (C.MOVED, (b"a",), (b"b", b"c"), True)),
-    (FileMovedEvent("/elsewhere/x", f"{ROOT}/x"), (C.CREATED, (b"x",), (), False)),
-    (FileMovedEvent(f"{ROOT}/x", "/elsewhere/x"), (C.DELETED, (b"x",), (), False)),
-    (FileMovedEvent(f"{ROOT}/x", ""), (C.DELETED, (b"x",), (), False)),
-    (FileClosedEvent(f"{ROOT}/x"), (CLOSED, (b"x",), (), False)),
-    (DirDeletedEvent(ROOT), (GONE, (), (), True)),
-    (FileCreatedEvent(os.fsdecode(R + b"/caf\xe9")), (C.CREATED, (b"caf\xe9",), (), False)),
-    (FileCreatedEvent(R + b"/raw"), (C.CREATED, (b"raw",), (), False)),
-])
+@pytest.mark.parametrize(
+    "event, want",
+    [
+        (FileCreatedEvent(f"{ROOT}/a/b/c"), (C.CREATED, (b"a", b"b", b"c"), (), False)),
+        (DirCreatedEvent(f"{ROOT}/a"), (C.CREATED, (b"a",), (), True)),
+        (FileDeletedEvent(f"{ROOT}/a"), (C.DELETED, (b"a",), (), False)),
+        (DirDeletedEvent(f"{ROOT}/a"), (C.DELETED, (b"a",), (), True)),
+        (FileModifiedEvent(f"{ROOT}/a"), (C.MODIFIED, (b"a",), (), False)),
+        (DirAttribEvent(f"{ROOT}/a"), (C.ATTRIB, (b"a",), (), True)),
+        (DirAttribEvent(ROOT), (C.ATTRIB, (), (), True)),
+        (DirMovedEvent(f"{ROOT}/a", f"{ROOT}/b/c"), (C.MOVED, (b"a",), (b"b", b"c"), True)),
+        (FileMovedEvent("/elsewhere/x", f"{ROOT}/x"), (C.CREATED, (b"x",), (), False)),
+        (FileMovedEvent(f"{ROOT}/x", "/elsewhere/x"), (C.DELETED, (b"x",), (), False)),
+        (FileMovedEvent(f"{ROOT}/x", ""), (C.DELETED, (b"x",), (), False)),
+        (FileClosedEvent(f"{ROOT}/x"), (CLOSED, (b"x",), (), False)),
+        (DirDeletedEvent(ROOT), (GONE, (), (), True)),
+        (FileCreatedEvent(os.fsdecode(R + b"/caf\xe9")), (C.CREATED, (b"caf\xe9",), (), False)),
+        (FileCreatedEvent(R + b"/raw"), (C.CREATED, (b"raw",), (), False)),
+    ],
+)
 def test_translate(event, want):
     assert translate(event, R) == want
 
 
-@pytest.mark.parametrize("event", [
-    DirModifiedEvent(f"{ROOT}/a"),  # its listing changed: the child's change says how
-    DirModifiedEvent(ROOT),
-    FileOpenedEvent(f"{ROOT}/a"),
-    FileClosedNoWriteEvent(f"{ROOT}/a"),
-    FileCreatedEvent(f"{ROOT}/a/b", is_synthetic=True),  # inside a moved-in directory
-    DirMovedEvent(f"{ROOT}/a/b", f"{ROOT}/c/b", is_synthetic=True),
-    FileCreatedEvent("/srv/share2/a"),
-    FileCreatedEvent(f"{ROOT}/../etc/passwd"),
-    FileCreatedEvent(f"{ROOT}/a/./b"),
-    FileMovedEvent("/elsewhere/a", "/elsewhere/b"),
-    DirMovedEvent(ROOT, "/elsewhere/share"),
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        DirModifiedEvent(f"{ROOT}/a"),  # its listing changed: the child's change says how
+        DirModifiedEvent(ROOT),
+        FileOpenedEvent(f"{ROOT}/a"),
+        FileClosedNoWriteEvent(f"{ROOT}/a"),
+        FileCreatedEvent(f"{ROOT}/a/b", is_synthetic=True),  # inside a moved-in directory
+        DirMovedEvent(f"{ROOT}/a/b", f"{ROOT}/c/b", is_synthetic=True),
+        FileCreatedEvent("/srv/share2/a"),
+        FileCreatedEvent(f"{ROOT}/../etc/passwd"),
+        FileCreatedEvent(f"{ROOT}/a/./b"),
+        FileMovedEvent("/elsewhere/a", "/elsewhere/b"),
+        DirMovedEvent(ROOT, "/elsewhere/share"),
+    ],
+)
 def test_translate_drops(event):
     assert translate(event, R) is None
 
 
 # --- a watcher far behind, many changes -------------------------------------------------------
+
 
 def test_an_expectation_outlives_a_slow_watcher(d):
     root, fd, key = d
@@ -409,8 +454,8 @@ def test_records_stay_bounded_under_an_endless_burst(d):
     log = EchoLog(limit=1000, clock=Clock())
     log.watching(True)
     for i in range(10_000):
-        with log.added(fd, b"n%d" % i):
-            (root / ("n%d" % i)).write_bytes(b"")
+        with log.added(fd, f"n{i}".encode()):
+            (root / f"n{i}").write_bytes(b"")
         assert len(log) <= 1000
     # Node records went first: every recent expectation is still there.
     assert log.evicted > 0
@@ -446,8 +491,12 @@ def test_own_changes_are_not_echoed_when_the_watcher_is_seconds_behind(tree, ser
         d = a.MkDir(parent=1, name=b"many", mode=0o755).entry.handle
         for i in range(300):
             created = a.Create(parent=d, name=b"f%d" % i, mode=0o644, flags=os.O_WRONLY)
-            assert a.Write(handle=created.entry.handle, fh=created.fh, offset=0,
-                           data=b"x" * 1024).written == 1024
+            assert (
+                a.Write(
+                    handle=created.entry.handle, fh=created.fh, offset=0, data=b"x" * 1024
+                ).written
+                == 1024
+            )
             assert a.Release(handle=created.entry.handle, fh=created.fh).errno == 0
         for i in range(300):
             assert a.Unlink(parent=d, name=b"f%d" % i).errno == 0

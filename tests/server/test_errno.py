@@ -9,10 +9,9 @@ import stat
 import grpc
 import pytest
 
+from bridgefs.rpc import CAPABILITIES, PROTOCOL_VERSION, pb, pb_grpc
 from mounting import bridgefs_server
 from serverkit import Raw
-
-from bridgefs.rpc import CAPABILITIES, PROTOCOL_VERSION, pb, pb_grpc
 
 
 def test_handshake(raw, tree):
@@ -27,13 +26,18 @@ def test_handshake(raw, tree):
     assert not hello.read_only
 
 
-@pytest.mark.parametrize("fields, err", [
-    (dict(protocol_version=PROTOCOL_VERSION + 1, share="s"), errno.EPROTONOSUPPORT),
-    (dict(protocol_version=0, share="s"), errno.EPROTONOSUPPORT),
-    (dict(protocol_version=PROTOCOL_VERSION, share="nope"), errno.ENOENT),
-    (dict(protocol_version=PROTOCOL_VERSION, share="s", required_capabilities=["teleport"]),
-     errno.EPROTONOSUPPORT),
-])
+@pytest.mark.parametrize(
+    "fields, err",
+    [
+        (dict(protocol_version=PROTOCOL_VERSION + 1, share="s"), errno.EPROTONOSUPPORT),
+        (dict(protocol_version=0, share="s"), errno.EPROTONOSUPPORT),
+        (dict(protocol_version=PROTOCOL_VERSION, share="nope"), errno.ENOENT),
+        (
+            dict(protocol_version=PROTOCOL_VERSION, share="s", required_capabilities=["teleport"]),
+            errno.EPROTONOSUPPORT,
+        ),
+    ],
+)
 def test_handshake_refusals(server, fields, err):
     with grpc.insecure_channel(server.addresses[0]) as channel:
         reply = pb_grpc.FilesStub(channel).Handshake(pb.HandshakeRequest(**fields), timeout=10)
@@ -51,23 +55,30 @@ def test_host_errnos_pass_through(tree, raw):
     assert client.RmDir(parent=1, name=b"dir").errno == errno.ENOTEMPTY
     assert client.RmDir(parent=1, name=b"file").errno == errno.ENOTDIR
     assert client.Unlink(parent=1, name=b"dir").errno == errno.EISDIR
-    assert client.Rename(parent=1, name=b"file", new_parent=1, new_name=b"dir",
-                         flags=1).errno == errno.EEXIST  # RENAME_NOREPLACE
-    assert client.Rename(parent=1, name=b"missing", new_parent=1, new_name=b"x").errno \
-        == errno.ENOENT
-    assert client.Rename(parent=1, name=b"file", new_parent=1, new_name=b"x",
-                         flags=0x100).errno == errno.EINVAL
-    assert client.Rename(parent=1, name=b"dir", new_parent=dir_h, new_name=b"inside").errno \
-        == errno.EINVAL  # a directory into itself
+    assert (
+        client.Rename(parent=1, name=b"file", new_parent=1, new_name=b"dir", flags=1).errno
+        == errno.EEXIST
+    )  # RENAME_NOREPLACE
+    assert (
+        client.Rename(parent=1, name=b"missing", new_parent=1, new_name=b"x").errno == errno.ENOENT
+    )
+    assert (
+        client.Rename(parent=1, name=b"file", new_parent=1, new_name=b"x", flags=0x100).errno
+        == errno.EINVAL
+    )
+    assert (
+        client.Rename(parent=1, name=b"dir", new_parent=dir_h, new_name=b"inside").errno
+        == errno.EINVAL
+    )  # a directory into itself
     assert client.Link(handle=dir_h, new_parent=1, new_name=b"dirlink").errno == errno.EPERM
     assert client.ReadLink(handle=file_h).errno == errno.ENOENT  # readlinkat(fd, "") on a file
     assert client.GetXattr(handle=file_h, name=b"user.none").errno == errno.ENODATA
     assert client.GetXattr(handle=file_h, name=b"").errno == errno.EINVAL
-    assert client.SetXattr(handle=file_h, name=b"user.a", value=b"1", flags=2).errno \
-        == errno.ENODATA  # XATTR_REPLACE of a missing attribute
+    assert (
+        client.SetXattr(handle=file_h, name=b"user.a", value=b"1", flags=2).errno == errno.ENODATA
+    )  # XATTR_REPLACE of a missing attribute
     assert client.SetXattr(handle=file_h, name=b"user.a", value=b"1", flags=1).errno == 0
-    assert client.SetXattr(handle=file_h, name=b"user.a", value=b"1", flags=1).errno \
-        == errno.EEXIST
+    assert client.SetXattr(handle=file_h, name=b"user.a", value=b"1", flags=1).errno == errno.EEXIST
     assert client.Symlink(parent=1, name=b"l", target=b"").errno in (errno.EINVAL, errno.ENOENT)
     assert client.MkNod(parent=1, name=b"n", mode=stat.S_IFIFO | 0o644).errno == 0
     assert client.MkNod(parent=1, name=b"n", mode=stat.S_IFIFO | 0o644).errno == errno.EEXIST
@@ -75,8 +86,12 @@ def test_host_errnos_pass_through(tree, raw):
     assert client.Write(handle=file_h, fh=fh, offset=0, data=b"x").errno == errno.EBADF
     assert client.Read(handle=file_h, fh=fh, offset=0, size=(1 << 20) + 1).errno == errno.EINVAL
     assert client.Lseek(handle=file_h, fh=fh, offset=100, whence=3).errno == errno.ENXIO
-    assert client.CopyFileRange(handle_in=file_h, fh_in=fh, handle_out=file_h, fh_out=fh,
-                                length=1, flags=1).errno == errno.EINVAL
+    assert (
+        client.CopyFileRange(
+            handle_in=file_h, fh_in=fh, handle_out=file_h, fh_out=fh, length=1, flags=1
+        ).errno
+        == errno.EINVAL
+    )
     assert client.Release(handle=file_h, fh=fh).errno == 0
     assert client.Release(handle=file_h, fh=fh).errno == errno.EBADF
 
@@ -89,8 +104,11 @@ def _refused_by_permission_bits(share):
     listen = f"unix:{share.parent / 'unprivileged.sock'}"
     wrap = None
     if os.geteuid() == 0:
-        wrap = [shutil.which("setpriv") or pytest.fail("setpriv is missing: install util-linux"),
-                "--bounding-set", "-dac_override,-dac_read_search"]
+        wrap = [
+            shutil.which("setpriv") or pytest.fail("setpriv is missing: install util-linux"),
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+        ]
     with bridgefs_server({"s": str(share)}, listen, wrap=wrap) as (address, _):
         yield address
 

@@ -27,10 +27,41 @@ DIR_FD_KEYWORDS = {"dir_fd", "src_dir_fd", "dst_dir_fd"}
 # Every os function that takes a path: outside at.py the server hands them only the magic link of
 # an fd it holds (confine.proc_path), or an fd, never a name.
 OS_PATH_FUNCTIONS = {
-    "open", "stat", "lstat", "access", "chmod", "lchmod", "chown", "lchown", "link", "symlink",
-    "readlink", "unlink", "remove", "rmdir", "mkdir", "makedirs", "mknod", "mkfifo", "rename",
-    "renames", "replace", "truncate", "utime", "getxattr", "setxattr", "listxattr", "removexattr",
-    "scandir", "listdir", "walk", "fwalk", "statvfs", "chdir", "chroot", "pathconf",
+    "open",
+    "stat",
+    "lstat",
+    "access",
+    "chmod",
+    "lchmod",
+    "chown",
+    "lchown",
+    "link",
+    "symlink",
+    "readlink",
+    "unlink",
+    "remove",
+    "rmdir",
+    "mkdir",
+    "makedirs",
+    "mknod",
+    "mkfifo",
+    "rename",
+    "renames",
+    "replace",
+    "truncate",
+    "utime",
+    "getxattr",
+    "setxattr",
+    "listxattr",
+    "removexattr",
+    "scandir",
+    "listdir",
+    "walk",
+    "fwalk",
+    "statvfs",
+    "chdir",
+    "chroot",
+    "pathconf",
 }
 # Modules that take host paths from the host's own configuration, never from a client: the
 # share's root (shares.py) and the server's sockets (main.py).
@@ -55,15 +86,21 @@ def _calls(tree):
 
 def _os_function(call: ast.Call) -> str | None:
     func = call.func
-    if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
-            and func.value.id == "os"):
+    if (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "os"
+    ):
         return func.attr
     return None
 
 
 def _is_proc_path(arg: ast.expr) -> bool:
-    return (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute | ast.Name)
-            and (getattr(arg.func, "attr", None) or getattr(arg.func, "id", None)) == "proc_path")
+    return (
+        isinstance(arg, ast.Call)
+        and isinstance(arg.func, ast.Attribute | ast.Name)
+        and (getattr(arg.func, "attr", None) or getattr(arg.func, "id", None)) == "proc_path"
+    )
 
 
 def _where(name: str, call: ast.Call) -> str:
@@ -71,8 +108,12 @@ def _where(name: str, call: ast.Call) -> str:
 
 
 def test_only_at_passes_a_directory_fd_to_a_system_call():
-    found = [_where(name, call) for name, tree in _modules() for call in _calls(tree)
-             if name != "at.py" and DIR_FD_KEYWORDS & {k.arg for k in call.keywords}]
+    found = [
+        _where(name, call)
+        for name, tree in _modules()
+        for call in _calls(tree)
+        if name != "at.py" and DIR_FD_KEYWORDS & {k.arg for k in call.keywords}
+    ]
     assert not found, "resolve names through bridgefs.server.at instead:\n" + "\n".join(found)
 
 
@@ -80,13 +121,19 @@ def test_only_at_calls_renameat2_and_only_syscalls_and_at_use_ctypes():
     found = []
     for name, tree in _modules():
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and name not in ("at.py", "syscalls.py")
-                    and "renameat2" in {getattr(node.func, "attr", None),
-                                        getattr(node.func, "id", None)}):
+            if (
+                isinstance(node, ast.Call)
+                and name not in ("at.py", "syscalls.py")
+                and "renameat2"
+                in {getattr(node.func, "attr", None), getattr(node.func, "id", None)}
+            ):
                 found.append(_where(name, node))
             if isinstance(node, ast.Import | ast.ImportFrom) and name != "syscalls.py":
-                modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                           else [node.module or ""])
+                modules = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
                 if any(m.split(".")[0] == "ctypes" for m in modules):
                     found.append(f"{name}:{node.lineno}: imports ctypes")
     assert not found, "\n".join(found)
@@ -117,9 +164,16 @@ def test_a_name_exists_only_checked():
     assert check_name(b"ok") == b"ok" and type(check_name(b"ok")) is Name
     assert check_name(Name(b"ok")) == b"ok"
     assert Name(b"n" * 255)
-    for bad, err in [(b"", errno.EINVAL), (b".", errno.EINVAL), (b"..", errno.EINVAL),
-                     (b"a/b", errno.EINVAL), (b"/", errno.EINVAL), (b"a\0b", errno.EINVAL),
-                     (b"n" * 256, errno.ENAMETOOLONG), ("str", errno.EINVAL)]:
+    for bad, err in [
+        (b"", errno.EINVAL),
+        (b".", errno.EINVAL),
+        (b"..", errno.EINVAL),
+        (b"a/b", errno.EINVAL),
+        (b"/", errno.EINVAL),
+        (b"a\0b", errno.EINVAL),
+        (b"n" * 256, errno.ENAMETOOLONG),
+        ("str", errno.EINVAL),
+    ]:
         for make in (Name, check_name):
             with pytest.raises(Refused) as info:
                 make(bad)
@@ -128,8 +182,16 @@ def test_a_name_exists_only_checked():
         type("Unchecked", (Name,), {})  # a subclass could skip the checks
     # What is made from a Name is plain bytes: a path joined from names is no name.
     name = Name(b"ab")
-    assert all(type(v) is bytes for v in (name[:1], name + b"/x", b"/".join([name, name]),
-                                          name.replace(b"a", b"."), bytes(name)))
+    assert all(
+        type(v) is bytes
+        for v in (
+            name[:1],
+            name + b"/x",
+            b"/".join([name, name]),
+            name.replace(b"a", b"."),
+            bytes(name),
+        )
+    )
 
 
 @pytest.fixture
@@ -161,22 +223,27 @@ def _calls_of_at(dirfd: int, nodefd: int, name):
         "rmdir": lambda: at.rmdir(dirfd, name),
         "rename": lambda: at.rename(dirfd, name, dirfd, Name(b"renamed"), 0),
         "rename to": lambda: at.rename(dirfd, Name(b"file"), dirfd, name, 0),
-        "rename exchange": lambda: at.rename(dirfd, name, dirfd, Name(b"dir"),
-                                             syscalls.RENAME_EXCHANGE),
+        "rename exchange": lambda: at.rename(
+            dirfd, name, dirfd, Name(b"dir"), syscalls.RENAME_EXCHANGE
+        ),
     }
 
 
 def test_every_function_of_at_taking_a_name_is_tried_below(where):
-    takes_names = {fn for fn, f in inspect.getmembers(at, inspect.isfunction)
-                   if f.__module__ == at.__name__ and not fn.startswith("_")
-                   and any("Name" in str(p.annotation)
-                           for p in inspect.signature(f).parameters.values())}
+    takes_names = {
+        fn
+        for fn, f in inspect.getmembers(at, inspect.isfunction)
+        if f.__module__ == at.__name__
+        and not fn.startswith("_")
+        and any("Name" in str(p.annotation) for p in inspect.signature(f).parameters.values())
+    }
     tried = {call.split()[0] for call in _calls_of_at(*where[1:], Name(b"x"))}
     assert takes_names == tried
 
 
-@pytest.mark.parametrize("raw", [b"file", b"new", "file", b"../file", bytearray(b"file"),
-                                 memoryview(b"file")], ids=repr)
+@pytest.mark.parametrize(
+    "raw", [b"file", b"new", "file", b"../file", bytearray(b"file"), memoryview(b"file")], ids=repr
+)
 def test_every_function_of_at_refuses_an_unchecked_name(where, raw):
     root, dirfd, nodefd = where
     before = sorted((p.name, p.lstat()) for p in root.iterdir())
@@ -226,14 +293,27 @@ def test_mypy_refuses_an_unchecked_name(tmp_path):
         "def good(dirfd: int, name: bytes) -> None:\n"
         "    at.unlink(dirfd, confine.check_name(name))\n"
         "def bad(dirfd: int, name: bytes) -> None:\n"
-        "    at.unlink(dirfd, name)\n")
+        "    at.unlink(dirfd, name)\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent",
-         str(snippet)], capture_output=True, text=True, cwd=tmp_path,
-        env={**os.environ, "MYPYPATH": str(SERVER.parent.parent)})
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(SERVER.parent.parent)},
+    )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert len(errors) == 1 and "snippet.py:5:" in errors[0] and '"Name"' in errors[0], \
+    assert len(errors) == 1 and "snippet.py:5:" in errors[0] and '"Name"' in errors[0], (
         result.stdout + result.stderr
+    )
 
 
 def test_the_server_package_passes_mypy_strict(tmp_path):
@@ -243,6 +323,17 @@ def test_the_server_package_passes_mypy_strict(tmp_path):
     if not (root / "pyproject.toml").is_file():
         pytest.skip("not run from a source tree")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
-         str(SERVER)], capture_output=True, text=True, cwd=root)
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(SERVER),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,10 +5,10 @@ import os
 import time
 
 import pytest
-from serverkit import Inotify
 from waiting import wait_until
 
 from bridgefs.server import writers
+from serverkit import Inotify
 
 
 @pytest.fixture
@@ -90,8 +90,10 @@ def test_listdir_brings_whole_subdirectories_within_its_budget(tree, client):
     reply = client.ListDir(handle=1, plus=True, subtree_records=10_000)
     below = {sub.handle: sorted(e.name for e in sub.entries) for sub in reply.below}
     assert len(below) == 1 + 3 + 9  # dir, a0..a2, their b0..b2
-    assert all(names in ([b".", b"..", b"nested"], [b".", b"..", b"b0", b"b1", b"b2"],
-                         [b".", b"..", b"f"]) for names in below.values())
+    assert all(
+        names in ([b".", b"..", b"nested"], [b".", b"..", b"b0", b"b1", b"b2"], [b".", b"..", b"f"])
+        for names in below.values()
+    )
     small = client.ListDir(handle=1, plus=True, subtree_records=8)
     assert 0 < len(small.below) < len(reply.below)
     assert sum(len(sub.entries) for sub in small.below) <= 8
@@ -133,8 +135,9 @@ def test_writes_by_node_close_the_file_once_after_the_last(tree, client):
     share, _ = tree
     watch = Inotify(share)
     try:
-        made = client.Create(parent=1, name=b"new", mode=0o644, flags=os.O_WRONLY | os.O_CREAT,
-                             no_handle=True)
+        made = client.Create(
+            parent=1, name=b"new", mode=0o644, flags=os.O_WRONLY | os.O_CREAT, no_handle=True
+        )
         assert made.errno == 0 and made.fh == 0
         # The server closes the file once no write came for IDLE s.  How long the calls took
         # is measured, not assumed: on a loaded machine a gap can pass IDLE, and then a close
@@ -152,6 +155,7 @@ def test_writes_by_node_close_the_file_once_after_the_last(tree, client):
         def closes():
             seen.extend(watch.events())
             return _closes(seen, b"new")
+
         if time.monotonic() - started < writers.IDLE:
             assert closes() == []  # still open for the next write
         wait_until(closes, what="the idle file closed")
@@ -171,8 +175,9 @@ def test_writes_by_node_close_the_file_once_after_the_last(tree, client):
 
 def test_a_create_without_handle_opened_read_only_keeps_nothing_open(tree, client):
     share, _ = tree
-    made = client.Create(parent=1, name=b"ro", mode=0o644, flags=os.O_RDONLY | os.O_CREAT,
-                         no_handle=True)
+    made = client.Create(
+        parent=1, name=b"ro", mode=0o644, flags=os.O_RDONLY | os.O_CREAT, no_handle=True
+    )
     assert made.errno == 0 and made.fh == 0
     assert client.Write(handle=made.entry.handle, offset=0, data=b"w").written == 1
     assert (share / "ro").read_bytes() == b"w"

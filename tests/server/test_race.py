@@ -7,16 +7,23 @@ import threading
 import time
 
 import pytest
+from waiting import wait_until
 
 from bridgefs.client import RemoteFileSystem
 from bridgefs.fuse.filesystem import Context, FsError, SetAttr
 from bridgefs.server.syscalls import RENAME_EXCHANGE, renameat2
 from serverkit import Inotify, snapshot
-from waiting import wait_until
 
 SECONDS = 2.0
-EXPECTED = {errno.ENOTDIR, errno.ENOENT, errno.ELOOP, errno.EEXIST, errno.ESTALE, errno.ENOTEMPTY,
-            errno.EISDIR}
+EXPECTED = {
+    errno.ENOTDIR,
+    errno.ENOENT,
+    errno.ELOOP,
+    errno.EEXIST,
+    errno.ESTALE,
+    errno.ENOTEMPTY,
+    errno.EISDIR,
+}
 
 
 def _swapper(share, stop: threading.Event, swaps: list):
@@ -93,9 +100,11 @@ def test_swapping_a_directory_for_a_symlink_never_escapes(tree, start_server):
     # machine takes longer to get there, never fails for it.
     try:
         time.sleep(SECONDS)
-        wait_until(lambda: errors or (len(swaps) > 100 and stats["ok"] > 10
-                                      and stats["refused"] > 10),
-                   timeout=240, what="enough swaps, successes and refusals")
+        wait_until(
+            lambda: errors or (len(swaps) > 100 and stats["ok"] > 10 and stats["refused"] > 10),
+            timeout=240,
+            what="enough swaps, successes and refusals",
+        )
     finally:
         stop.set()
     for t in threads:

@@ -46,14 +46,17 @@ def test_every_mutation_is_refused(tree, raw, caplog):
         (client.Create, dict(parent=1, name=b"file", mode=0o644, flags=os.O_RDONLY)),
         (client.Write, dict(handle=file_h, fh=fh, offset=0, data=b"X")),
         (client.Fallocate, dict(handle=file_h, fh=fh, offset=0, length=1 << 20)),
-        (client.CopyFileRange, dict(handle_in=file_h, fh_in=fh, handle_out=file_h, fh_out=fh,
-                                    offset_out=100, length=5)),
+        (
+            client.CopyFileRange,
+            dict(
+                handle_in=file_h, fh_in=fh, handle_out=file_h, fh_out=fh, offset_out=100, length=5
+            ),
+        ),
         (client.Access, dict(handle=file_h, mask=os.W_OK)),
         # the same by node, as a client in no-open mode addresses them (fh 0)
         (client.Write, dict(handle=file_h, offset=0, data=b"X")),
         (client.Fallocate, dict(handle=file_h, offset=0, length=1 << 20)),
-        (client.CopyFileRange, dict(handle_in=file_h, handle_out=file_h, offset_out=100,
-                                    length=5)),
+        (client.CopyFileRange, dict(handle_in=file_h, handle_out=file_h, offset_out=100, length=5)),
     ]
     with caplog.at_level(logging.WARNING, logger="bridgefs.server"):
         for call, kwargs in mutations:

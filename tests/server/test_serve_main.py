@@ -5,13 +5,16 @@ import pytest
 from bridgefs.server import serve, serve_main
 
 
-@pytest.mark.parametrize("argv", [
-    ["--share", "noequals", "--listen", "tcp:127.0.0.1:0"],
-    ["--share", "bad name=/tmp", "--listen", "tcp:127.0.0.1:0"],
-    ["--share", "a=/nonexistent/bridgefs", "--listen", "tcp:127.0.0.1:0"],
-    ["--share", "a=/tmp", "--share", "a=/var", "--listen", "tcp:127.0.0.1:0"],
-    ["--share", "a=/tmp", "--listen", "carrier-pigeon:1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--share", "noequals", "--listen", "tcp:127.0.0.1:0"],
+        ["--share", "bad name=/tmp", "--listen", "tcp:127.0.0.1:0"],
+        ["--share", "a=/nonexistent/bridgefs", "--listen", "tcp:127.0.0.1:0"],
+        ["--share", "a=/tmp", "--share", "a=/var", "--listen", "tcp:127.0.0.1:0"],
+        ["--share", "a=/tmp", "--listen", "carrier-pigeon:1"],
+    ],
+)
 def test_bad_arguments_exit_2(argv, caplog):
     assert serve_main(argv) == 2
     assert caplog.records  # the reason was logged
@@ -33,8 +36,9 @@ def test_serve_rejects_a_file_as_share(tmp_path):
 
 
 def test_serve_returns_bound_addresses_and_stops(tmp_path):
-    server = serve({"s": (str(tmp_path), False)},
-                   ["tcp:127.0.0.1:0", f"unix:{tmp_path}/a.sock"], insecure=True)
+    server = serve(
+        {"s": (str(tmp_path), False)}, ["tcp:127.0.0.1:0", f"unix:{tmp_path}/a.sock"], insecure=True
+    )
     try:
         kind, host, port = server.addresses[0].split(":")
         assert (kind, host) == ("tcp", "127.0.0.1") and int(port) > 0

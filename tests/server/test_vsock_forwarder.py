@@ -48,8 +48,9 @@ def _roundtrip(path: str, payload: bytes) -> bytes:
 
 def test_relays_bytes_and_half_close(tmp_path):
     echo = _echo_server(str(tmp_path / "echo.sock"))
-    fwd = Forwarder(socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX,
-                    str(tmp_path / "echo.sock")).start()
+    fwd = Forwarder(
+        socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX, str(tmp_path / "echo.sock")
+    ).start()
     try:
         payload = os.urandom(5 << 20)
         results = [None] * 4
@@ -70,8 +71,9 @@ def test_relays_bytes_and_half_close(tmp_path):
 
 
 def test_unreachable_target_closes_the_connection(tmp_path):
-    with Forwarder(socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX,
-                   str(tmp_path / "nobody.sock")) as fwd:
+    with Forwarder(
+        socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX, str(tmp_path / "nobody.sock")
+    ) as fwd:
         assert fwd.address == str(tmp_path / "front.sock")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
             c.settimeout(10)
@@ -81,8 +83,9 @@ def test_unreachable_target_closes_the_connection(tmp_path):
 
 def test_close_ends_live_connections(tmp_path):
     echo = _echo_server(str(tmp_path / "echo.sock"))
-    fwd = Forwarder(socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX,
-                    str(tmp_path / "echo.sock")).start()
+    fwd = Forwarder(
+        socket.AF_UNIX, str(tmp_path / "front.sock"), socket.AF_UNIX, str(tmp_path / "echo.sock")
+    ).start()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
         c.settimeout(10)
         c.connect(str(tmp_path / "front.sock"))
@@ -95,8 +98,9 @@ def test_close_ends_live_connections(tmp_path):
 
 def test_tcp_listener_picks_a_port(tmp_path):
     echo = _echo_server(str(tmp_path / "echo.sock"))
-    with Forwarder(socket.AF_INET, ("127.0.0.1", 0), socket.AF_UNIX,
-                   str(tmp_path / "echo.sock")) as fwd:
+    with Forwarder(
+        socket.AF_INET, ("127.0.0.1", 0), socket.AF_UNIX, str(tmp_path / "echo.sock")
+    ) as fwd:
         host, port = fwd.address
         assert port != 0
         with socket.create_connection((host, port), timeout=10) as c:

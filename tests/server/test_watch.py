@@ -18,6 +18,7 @@ import time
 
 import grpc
 import pytest
+from waiting import wait_until
 from watchdog.observers.polling import PollingObserver
 from watchdog.utils import BaseThread
 
@@ -25,7 +26,6 @@ from bridgefs.rpc import SESSION_KEY, pb
 from bridgefs.server import Limits
 from bridgefs.server.changes import OVERFLOW_CHANGE, QUEUE_LIMIT
 from serverkit import Raw
-from waiting import wait_until
 
 C = pb.Change
 TIMEOUT = 60.0  # only how long a failure takes: a loaded machine must never reach it
@@ -69,8 +69,9 @@ class Stream:
             try:
                 change = self.next(max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no {C.Kind.Name(kind)} {path} within {timeout}s; got "
-                                     f"{[show(c) for c in got]}") from None
+                raise AssertionError(
+                    f"no {C.Kind.Name(kind)} {path} within {timeout}s; got {[show(c) for c in got]}"
+                ) from None
             assert change is not None, f"stream ended waiting for {path}: {[show(c) for c in got]}"
             got.append(change)
             if change.kind == kind and (path is None or tuple(change.path) == parts(path)):
@@ -144,21 +145,30 @@ def test_host_changes_three_levels_deep(tree, raw, watch):
     # A directory made before its parent's watch was in place is reported from a scan of the
     # parent; one made just as the watch lands can be reported by both.
     assert unique([show(c) for c in got]) == [
-        ("CREATED", "a", "", True), ("CREATED", "a/b", "", True), ("CREATED", "a/b/c", "", True)]
+        ("CREATED", "a", "", True),
+        ("CREATED", "a/b", "", True),
+        ("CREATED", "a/b/c", "", True),
+    ]
     stream.quiet(share)
 
     (deep / "f").write_bytes(b"one")  # one write + close: no second MODIFIED
     got = stream.wait_for(C.MODIFIED, "a/b/c/f") + stream.quiet(share)
-    assert [show(c) for c in got] == [("CREATED", "a/b/c/f", "", False),
-                                      ("MODIFIED", "a/b/c/f", "", False)]
+    assert [show(c) for c in got] == [
+        ("CREATED", "a/b/c/f", "", False),
+        ("MODIFIED", "a/b/c/f", "", False),
+    ]
 
     with open(deep / "f", "ab") as f:
         f.write(b"two")
     assert kinds(stream.wait_for(C.MODIFIED, "a/b/c/f") + stream.quiet(share)) == [
-        ("MODIFIED", "a/b/c/f")]
+        ("MODIFIED", "a/b/c/f")
+    ]
 
-    attribute_changes = [lambda p: os.chmod(p, 0o600), lambda p: os.utime(p, (1, 1)),
-                         lambda p: os.setxattr(p, "user.k", b"v")]
+    attribute_changes = [
+        lambda p: os.chmod(p, 0o600),
+        lambda p: os.utime(p, (1, 1)),
+        lambda p: os.setxattr(p, "user.k", b"v"),
+    ]
     if os.geteuid() == 0:
         attribute_changes.append(lambda p: os.chown(p, 1234, 1234))
     for change_attr in attribute_changes:
@@ -183,7 +193,8 @@ def test_host_changes_three_levels_deep(tree, raw, watch):
 
     os.rename(share / "a" / "b", share / "a" / "B")  # the subtree moves with it: one change
     assert [show(c) for c in stream.wait_for(C.MOVED) + stream.quiet(share)] == [
-        ("MOVED", "a/b", "a/B", True)]
+        ("MOVED", "a/b", "a/B", True)
+    ]
 
     seqs = [c.seq for c in stream.changes]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -217,8 +228,12 @@ def _act_through_server(client: Raw):
     f, fh = created.entry.handle, created.fh
     assert client.Write(handle=f, fh=fh, offset=0, data=b"hello").written == 5
     assert client.Fallocate(handle=f, fh=fh, offset=0, length=8192).errno == 0
-    assert client.CopyFileRange(handle_in=f, fh_in=fh, handle_out=f, fh_out=fh, offset_out=100,
-                                length=5).copied == 5
+    assert (
+        client.CopyFileRange(
+            handle_in=f, fh_in=fh, handle_out=f, fh_out=fh, offset_out=100, length=5
+        ).copied
+        == 5
+    )
     assert client.Flush(handle=f, fh=fh).errno == 0
     assert client.Release(handle=f, fh=fh).errno == 0
     assert client.SetAttr(handle=f, mode=0o600).errno == 0
@@ -249,12 +264,19 @@ def test_own_changes_are_not_echoed_but_others_see_them(tree, raw, watch):
     seen_b = stream_b.wait_for(C.CREATED, "marker")
     assert [show(c) for c in seen_a] == [("CREATED", "marker", "", False)]
     got = {show(c) for c in seen_b}
-    for want in [("CREATED", "d", "", True), ("CREATED", "d/f", "", False),
-                 ("MODIFIED", "d/f", "", False), ("ATTRIB", "d/f", "", False),
-                 ("CREATED", "hard", "", False), ("CREATED", "d/ln", "", False),
-                 ("CREATED", "d/fifo", "", False), ("MOVED", "d/f", "g", False),
-                 ("DELETED", "d/ln", "", False), ("DELETED", "g", "", False),
-                 ("DELETED", "d", "", True)]:
+    for want in [
+        ("CREATED", "d", "", True),
+        ("CREATED", "d/f", "", False),
+        ("MODIFIED", "d/f", "", False),
+        ("ATTRIB", "d/f", "", False),
+        ("CREATED", "hard", "", False),
+        ("CREATED", "d/ln", "", False),
+        ("CREATED", "d/fifo", "", False),
+        ("MOVED", "d/f", "g", False),
+        ("DELETED", "d/ln", "", False),
+        ("DELETED", "g", "", False),
+        ("DELETED", "d", "", True),
+    ]:
         assert want in got, (want, sorted(got))
 
 
@@ -335,6 +357,7 @@ def test_slow_reader_gets_one_overflow_not_unbounded_memory(tree, start_server):
         with sub._cond:
             if sub._queue and sub._queue[-1] is OVERFLOW_CHANGE:
                 overflowed.set()
+
     sub.push = recording
     # While nobody reads: gRPC buffers some, then the queue fills and passes its bound.  Made
     # until the watcher got there, however far behind it is.
@@ -364,19 +387,23 @@ def test_watchdog_overflow_becomes_overflow(tree, raw, watch):
     stream = watch(raw())
     # What watchdog logs when the kernel's inotify queue overflowed (it sends no event).
     logging.getLogger("watchdog.observers.inotify").warning(
-        "Inotify queue overflowed; reconciling recursive watches below %r", os.fsencode(share))
+        "Inotify queue overflowed; reconciling recursive watches below %r", os.fsencode(share)
+    )
     assert [show(c) for c in stream.wait_for(C.OVERFLOW)] == [("OVERFLOW", "", "", False)]
     (share / "after").mkdir()  # (a directory: no close event to race with what follows)
     stream.wait_for(C.CREATED, "after")  # the stream goes on
     # The record that names no path could be about any watched share: it is sent to all.
     logging.getLogger("watchdog.observers.inotify_c").warning(
-        "Inotify queue overflowed; filesystem events were lost")
+        "Inotify queue overflowed; filesystem events were lost"
+    )
     stream.wait_for(C.OVERFLOW)
     logging.getLogger("watchdog.observers.inotify").warning(
-        "Inotify queue overflowed; reconciling recursive watches below %r", b"/elsewhere")
+        "Inotify queue overflowed; reconciling recursive watches below %r", b"/elsewhere"
+    )
     (share / "later").mkdir()
     assert [show(c) for c in stream.wait_for(C.CREATED, "later")] == [
-        ("CREATED", "later", "", True)]
+        ("CREATED", "later", "", True)
+    ]
 
 
 def test_observer_stops_with_the_last_watcher(tree, server, raw):
@@ -394,8 +421,11 @@ def test_observer_stops_with_the_last_watcher(tree, server, raw):
     sc.wait_for(C.CREATED, "still")
     assert watchdog_threads()
     sc.cancel()
-    wait_until(lambda: not watchdog_threads() and not server.watches.watched(), TIMEOUT,
-               what="the observer stops")
+    wait_until(
+        lambda: not watchdog_threads() and not server.watches.watched(),
+        TIMEOUT,
+        what="the observer stops",
+    )
     assert all(server.watches.subscription(x.hello.session) is None for x in (a, b, c))
 
 
@@ -410,6 +440,7 @@ def test_reaped_session_and_server_stop_end_streams(tree, start_server):
     def idle_reaped():
         assert busy.Ping().errno == 0  # a watch alone does not keep a silent session alive
         return s_idle.ended.is_set()
+
     wait_until(idle_reaped, every=0.1, what="the silent session is reaped")
     assert not s_busy.ended.is_set()
     server.stop(5)

@@ -160,8 +160,18 @@ def test_existing_name_eexist(fs):
         assert err(fs.mkdir, CTX, ROOT_ID, name, 0o755, 0) == errno.EEXIST
         assert err(fs.symlink, CTX, ROOT_ID, name, b"x") == errno.EEXIST
         assert err(fs.mknod, CTX, ROOT_ID, name, stat.S_IFIFO | 0o644, 0, 0) == errno.EEXIST
-        assert err(fs.create, CTX, ROOT_ID, name, stat.S_IFREG | 0o644, 0,
-                   os.O_WRONLY | os.O_CREAT | os.O_EXCL) == errno.EEXIST
+        assert (
+            err(
+                fs.create,
+                CTX,
+                ROOT_ID,
+                name,
+                stat.S_IFREG | 0o644,
+                0,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+            )
+            == errno.EEXIST
+        )
         assert err(fs.link, CTX, f, ROOT_ID, name) == errno.EEXIST
 
 
@@ -267,8 +277,12 @@ def test_rmdir_non_empty_and_parent_nlink(fs):
 
 def test_entry_changes_update_parent_times(fs):
     d = mkdir(fs, b"d")
-    for op in (lambda: mkfile(fs, b"f", parent=d), lambda: fs.unlink(CTX, d, b"f"),
-               lambda: fs.symlink(CTX, d, b"l", b"t"), lambda: fs.rename(CTX, d, b"l", d, b"m", 0)):
+    for op in (
+        lambda: mkfile(fs, b"f", parent=d),
+        lambda: fs.unlink(CTX, d, b"f"),
+        lambda: fs.symlink(CTX, d, b"l", b"t"),
+        lambda: fs.rename(CTX, d, b"l", d, b"m", 0),
+    ):
         fs.setattr(CTX, d, SetAttr(mtime_ns=1, ctime_ns=1), None)
         op()
         a = attr(fs, d)
@@ -581,7 +595,7 @@ def test_unaligned_writes_across_chunks(fs):
         fs.write(CTX, entry.ino, opened.fh, off, data, 0)
         if len(model) < off:
             model.extend(bytes(off - len(model)))
-        model[off:off + len(data)] = data
+        model[off : off + len(data)] = data
         if rnd.random() < 0.1:
             size = rnd.randrange(0, len(model) + 1)
             fs.setattr(CTX, entry.ino, SetAttr(size=size), None)
@@ -689,7 +703,10 @@ def test_readdir_records_and_cookies(fs):
     fh = fs.opendir(CTX, d, 0).fh
     recs = list(fs.readdir(CTX, d, fh, 0, False))
     assert [(r.name, r.ino, r.dtype, r.offset) for r in recs] == [
-        (b".", d, 4, 1), (b"..", ROOT_ID, 4, 2), (b"f", f, 8, 3), (b"sub", sub, 4, 4),
+        (b".", d, 4, 1),
+        (b"..", ROOT_ID, 4, 2),
+        (b"f", f, 8, 3),
+        (b"sub", sub, 4, 4),
         (b"l", lnk, 10, 5),
     ]
     assert all(r.entry is None for r in recs)
@@ -773,7 +790,7 @@ def test_threads_writing_different_files(fs):
             d = fs.mkdir(ctx, ROOT_ID, b"d%d" % i, 0o755, 0).ino
             entry, opened = fs.create(ctx, d, b"f", stat.S_IFREG | 0o644, 0, os.O_RDWR)
             for off in range(0, len(payload[i]), 1000):
-                fs.write(ctx, entry.ino, opened.fh, off, payload[i][off:off + 1000], 0)
+                fs.write(ctx, entry.ino, opened.fh, off, payload[i][off : off + 1000], 0)
                 fs.getattr(ctx, ROOT_ID, None)
             assert fs.read(ctx, entry.ino, opened.fh, 0, 1 << 20) == payload[i]
             fs.release(ctx, entry.ino, opened.fh, 0)

@@ -30,8 +30,9 @@ class Host:
 
         def send():
             with self.lock:
-                if any(r.node == node and r.offset < w.end and offset < r.end
-                       for r in self.running):
+                if any(
+                    r.node == node and r.offset < w.end and offset < r.end for r in self.running
+                ):
                     self.overlapped = True
                 self.running.append(w)
                 self.max_parallel = max(self.max_parallel, len(self.running))
@@ -48,6 +49,7 @@ class Host:
             finally:
                 with self.lock:
                     self.running.remove(w)
+
         return send
 
 

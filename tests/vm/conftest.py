@@ -89,8 +89,15 @@ class HostServer:
 
 
 class VM:
-    def __init__(self, guest: qemu.Guest, server: HostServer, host: pathlib.Path,
-                 host_ro: pathlib.Path, boot_seconds: float, first: dict):
+    def __init__(
+        self,
+        guest: qemu.Guest,
+        server: HostServer,
+        host: pathlib.Path,
+        host_ro: pathlib.Path,
+        boot_seconds: float,
+        first: dict,
+    ):
         self.guest = guest
         self.server = server
         self.host = host  # served as "src" (the README's share) and "share"
@@ -104,25 +111,33 @@ class VM:
         g = self.guest
         g.sh(f"mkdir -p {mnt} && chown {uid} {mnt}")
         if uid:  # as an administrator would with a udev rule: the user may use this port
-            g.sh(f"chown {uid} /dev/$(basename $(dirname $(grep -lx {qemu.PORT_NAMES[port]} "
-                 f"/sys/class/virtio-ports/*/name)))")
-        g.sh(f"bridgefs mount serial:{qemu.PORT_NAMES[port]} {share} {mnt} {options}", uid=uid,
-             timeout=90)
+            g.sh(
+                f"chown {uid} /dev/$(basename $(dirname $(grep -lx {qemu.PORT_NAMES[port]} "
+                f"/sys/class/virtio-ports/*/name)))"
+            )
+        g.sh(
+            f"bridgefs mount serial:{qemu.PORT_NAMES[port]} {share} {mnt} {options}",
+            uid=uid,
+            timeout=90,
+        )
         try:
             yield mnt
         finally:
-            if f" {mnt} " not in g.sh("cat /proc/mounts")["out"]:
-                return  # the test unmounted it
-            # The client's replay of the last host changes may still hold a file open there.
-            deadline = time.monotonic() + 20
-            while True:
-                done = g.sh(f"bridgefs umount {mnt}", uid=uid, check=False)
-                if done["rc"] == 0 or "busy" not in done["err"] or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            if done["rc"] != 0:
-                g.sh(f"bridgefs umount -z {mnt} || umount -l {mnt}", check=False)
-                pytest.fail(f"bridgefs umount {mnt} failed: {done['err']}")
+            if f" {mnt} " in g.sh("cat /proc/mounts")["out"]:  # (else the test unmounted it)
+                _unmount(g, mnt, uid)
+
+
+def _unmount(g, mnt: str, uid: int | None) -> None:
+    # The client's replay of the last host changes may still hold a file open there.
+    deadline = time.monotonic() + 20
+    while True:
+        done = g.sh(f"bridgefs umount {mnt}", uid=uid, check=False)
+        if done["rc"] == 0 or "busy" not in done["err"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if done["rc"] != 0:
+        g.sh(f"bridgefs umount -z {mnt} || umount -l {mnt}", check=False)
+        pytest.fail(f"bridgefs umount {mnt} failed: {done['err']}")
 
 
 @pytest.fixture(scope="session")
@@ -136,8 +151,9 @@ def vm(tmp_path_factory):
     host.mkdir()
     host_ro.mkdir()
     (host_ro / "readme.txt").write_text("read only\n")
-    server = HostServer(work / "bridgefs-vm.sock",
-                        {"src": str(host), "share": str(host), "docs": f"{host_ro}:ro"})
+    server = HostServer(
+        work / "bridgefs-vm.sock", {"src": str(host), "share": str(host), "docs": f"{host_ro}:ro"}
+    )
     server.start()
     guest = qemu.Guest(images, code, work, server.socket_path)
     try:
@@ -152,7 +168,7 @@ def vm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared(vm):
-    """The share mounted at /mnt/share in the guest for the tests that need no mount of their own."""
+    """The share mounted at /mnt/share in the guest, for the tests needing no mount of their own."""
     with vm.mount(0, "share", "/mnt/share") as mnt:
         yield mnt
 

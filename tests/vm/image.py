@@ -23,10 +23,8 @@ import os
 import pathlib
 import re
 import shutil
-import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -34,9 +32,22 @@ GUEST = pathlib.Path(__file__).resolve().parent / "guest"
 CACHE = pathlib.Path(os.environ.get("BRIDGEFS_VM_CACHE", "/var/cache/bridgefs-vm"))
 KERNEL_META = "linux-image-amd64"
 # Loaded in this order by the initramfs: virtio transport, disks, serial ports, ext4, FUSE.
-MODULES = ["virtio", "virtio_ring", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-           "virtio_pci", "virtio_blk", "virtio_console", "crc16", "crc32c_generic", "libcrc32c",
-           "mbcache", "jbd2", "ext4", "fuse"]
+MODULES = [
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_console",
+    "crc16",
+    "crc32c_generic",
+    "libcrc32c",
+    "mbcache",
+    "jbd2",
+    "ext4",
+    "fuse",
+]
 TOOLS = ["/usr/bin/fusermount3", "/usr/bin/inotifywait"]
 GUEST_USER = (1000, "vmuser")
 
@@ -74,9 +85,11 @@ def _publish(tmp: pathlib.Path, final: pathlib.Path) -> pathlib.Path:
 # --- kernel --------------------------------------------------------------------------------------
 def _kernel_package() -> str:
     def depends() -> list[str]:
-        out = subprocess.run(["apt-cache", "depends", KERNEL_META], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["apt-cache", "depends", KERNEL_META], capture_output=True, text=True
+        ).stdout
         return re.findall(r"Depends: (linux-image-\S+)", out)
+
     names = depends()
     if not names:
         _run(["apt-get", "update", "-qq"])
@@ -138,9 +151,10 @@ def _module_files(kdir: pathlib.Path) -> list[pathlib.Path]:
         if name not in found:
             raise ImageError(f"the kernel has no module {name}")
         m = re.search(rb"\0depends=([^\0]*)\0", b"\0" + found[name].read_bytes())
-        for dep in (m.group(1).decode().split(",") if m and m.group(1) else []):
+        for dep in m.group(1).decode().split(",") if m and m.group(1) else []:
             visit(dep.replace("-", "_"), path + (name,))
         order.append(name)
+
     for name in MODULES:
         visit(name)
     return [found[m] for m in order]
@@ -166,9 +180,16 @@ def initramfs(kdir: pathlib.Path) -> pathlib.Path:
     if final.exists():
         return final
     busybox = pathlib.Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
-    entries = [("bin", 0o40755, b""), ("dev", 0o40755, b""), ("proc", 0o40755, b""),
-               ("sys", 0o40755, b""), ("newroot", 0o40755, b""), ("modules", 0o40755, b""),
-               ("bin/busybox", 0o100755, busybox), ("init", 0o100755, init)]
+    entries = [
+        ("bin", 0o40755, b""),
+        ("dev", 0o40755, b""),
+        ("proc", 0o40755, b""),
+        ("sys", 0o40755, b""),
+        ("newroot", 0o40755, b""),
+        ("modules", 0o40755, b""),
+        ("bin/busybox", 0o100755, busybox),
+        ("init", 0o100755, init),
+    ]
     order = []
     for i, path in enumerate(modules):
         name = f"modules/{i:02d}-{path.name}"
@@ -198,8 +219,7 @@ def editable_src() -> pathlib.Path:
     return REPO / "src"
 
 
-_SKIP_PYTHON = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                "site-packages"}
+_SKIP_PYTHON = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages"}
 
 
 def _ignore_python(directory: str, names: list[str]) -> set[str]:
@@ -212,8 +232,11 @@ def _ignore_python(directory: str, names: list[str]) -> set[str]:
 def _elf_files(root: pathlib.Path) -> list[pathlib.Path]:
     found = []
     for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink() and (path.suffix == ".so" or ".so." in path.name
-                                                         or os.access(path, os.X_OK)):
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and (path.suffix == ".so" or ".so." in path.name or os.access(path, os.X_OK))
+        ):
             with open(path, "rb") as f:
                 if f.read(4) == b"\x7fELF":
                     found.append(path)
@@ -231,8 +254,11 @@ def _copy_libraries(stage: pathlib.Path, elves: list[pathlib.Path], host_paths: 
         if any(lib.startswith(str(p) + "/") for p in host_paths):
             continue  # inside a tree that is copied whole
         real = os.path.realpath(lib)
-        for path in {lib, real, os.path.join(os.path.realpath(os.path.dirname(lib)),
-                                             os.path.basename(lib))}:
+        for path in {
+            lib,
+            real,
+            os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib)),
+        }:
             dest = stage / path.lstrip("/")
             if not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -242,8 +268,12 @@ def _copy_libraries(stage: pathlib.Path, elves: list[pathlib.Path], host_paths: 
 def _merged_usr(stage: pathlib.Path) -> None:
     for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64"):
         (stage / d).mkdir(parents=True, exist_ok=True)
-    for link, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"),
-                         ("lib64", "usr/lib64")):
+    for link, target in (
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ):
         os.symlink(target, stage / link)
 
 
@@ -251,9 +281,16 @@ def _root_key(kdir: pathlib.Path) -> str:
     venv = _venv()
     site = sorted(p.name for p in venv.glob("lib/python*/site-packages/*"))
     tools = [(t, os.stat(t).st_size) for t in TOOLS]
-    return _digest(pathlib.Path(__file__).read_bytes(), str(venv), str(_python_home()),
-                   sys.version, site, (venv / "pyvenv.cfg").read_text(), tools,
-                   str(editable_src()))
+    return _digest(
+        pathlib.Path(__file__).read_bytes(),
+        str(venv),
+        str(_python_home()),
+        sys.version,
+        site,
+        (venv / "pyvenv.cfg").read_text(),
+        tools,
+        str(editable_src()),
+    )
 
 
 def rootfs(kdir: pathlib.Path) -> pathlib.Path:
@@ -280,20 +317,28 @@ def rootfs(kdir: pathlib.Path) -> pathlib.Path:
                 dest.unlink()
             shutil.copy2(tool, dest)  # keeps fusermount3's setuid bit
         home, venv = _python_home(), _venv()
-        shutil.copytree(home, stage / str(home).lstrip("/"), symlinks=True,
-                        ignore=_ignore_python)
-        shutil.copytree(venv, stage / str(venv).lstrip("/"), symlinks=True,
-                        ignore=shutil.ignore_patterns("grpc_tools", "pip", "node_modules"))
-        _copy_libraries(stage, _elf_files(stage / str(home).lstrip("/"))
-                        + _elf_files(stage / str(venv).lstrip("/"))
-                        + [stage / t.lstrip("/") for t in TOOLS], {home, venv})
+        shutil.copytree(home, stage / str(home).lstrip("/"), symlinks=True, ignore=_ignore_python)
+        shutil.copytree(
+            venv,
+            stage / str(venv).lstrip("/"),
+            symlinks=True,
+            ignore=shutil.ignore_patterns("grpc_tools", "pip", "node_modules"),
+        )
+        _copy_libraries(
+            stage,
+            _elf_files(stage / str(home).lstrip("/"))
+            + _elf_files(stage / str(venv).lstrip("/"))
+            + [stage / t.lstrip("/") for t in TOOLS],
+            {home, venv},
+        )
         (stage / str(editable_src()).lstrip("/")).mkdir(parents=True, exist_ok=True)
         for d in ("proc", "sys", "dev", "run", "tmp", "mnt", "code", "etc", "root"):
             (stage / d).mkdir(exist_ok=True)
         uid, user = GUEST_USER
         # No home folder for the user, and no /etc/mtab: a minimal guest has neither.
-        (stage / "etc/passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\n"
-                                          f"{user}:x:{uid}:{uid}::/nonexistent:/bin/sh\n")
+        (stage / "etc/passwd").write_text(
+            f"root:x:0:0:root:/root:/bin/sh\n{user}:x:{uid}:{uid}::/nonexistent:/bin/sh\n"
+        )
         (stage / "etc/group").write_text(f"root:x:0:\n{user}:x:{uid}:\n")
         # Leads nowhere after a boot (as good as no mtab); a test makes it lead to the mount
         # table, as systems do for /etc/mtab, since fusermount3 needs it to unmount for a user.
@@ -302,8 +347,20 @@ def rootfs(kdir: pathlib.Path) -> pathlib.Path:
         tmp = final.with_suffix(f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
             f.truncate(size)
-        _run(["mkfs.ext4", "-q", "-F", "-O", "^metadata_csum,^has_journal", "-L", "bridgefs-root",
-              "-d", str(stage), str(tmp)])
+        _run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-O",
+                "^metadata_csum,^has_journal",
+                "-L",
+                "bridgefs-root",
+                "-d",
+                str(stage),
+                str(tmp),
+            ]
+        )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return _publish(tmp, final)
@@ -314,16 +371,29 @@ def code_image(dest: pathlib.Path) -> pathlib.Path:
     """This checkout's code for the guest, built each run (a few MiB)."""
     stage = pathlib.Path(tempfile.mkdtemp(prefix="code-stage-", dir=dest.parent))
     try:
-        shutil.copytree(REPO / "src", stage / "src", symlinks=True,
-                        ignore=shutil.ignore_patterns("*.egg-info"))
+        shutil.copytree(
+            REPO / "src", stage / "src", symlinks=True, ignore=shutil.ignore_patterns("*.egg-info")
+        )
         shutil.copytree(GUEST, stage / "guest", symlinks=True)
         shutil.copy2(REPO / "README.md", stage / "README.md")
         (stage / "layout").write_text(f"SRC={editable_src()}\nVENV={_venv()}\n")
         size = sum(p.lstat().st_size for p in stage.rglob("*")) * 2 + (16 << 20)
         with open(dest, "wb") as f:
             f.truncate(size)
-        _run(["mkfs.ext4", "-q", "-F", "-O", "^metadata_csum,^has_journal", "-L", "bridgefs-code",
-              "-d", str(stage), str(dest)])
+        _run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-O",
+                "^metadata_csum,^has_journal",
+                "-L",
+                "bridgefs-code",
+                "-d",
+                str(stage),
+                str(dest),
+            ]
+        )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dest

@@ -58,36 +58,87 @@ def _tsc_khz_option() -> str:
 
 
 class Guest:
-    def __init__(self, images: dict[str, pathlib.Path], code: pathlib.Path, workdir: pathlib.Path,
-                 serial_socket: pathlib.Path, *, memory_mb: int = 1536, cpus: int = 2):
+    def __init__(
+        self,
+        images: dict[str, pathlib.Path],
+        code: pathlib.Path,
+        workdir: pathlib.Path,
+        serial_socket: pathlib.Path,
+        *,
+        memory_mb: int = 1536,
+        cpus: int = 2,
+    ):
         self.workdir = workdir
         self.console = workdir / "console.log"
         self.agent_path = workdir / "agent.sock"
         self.serial_socket = serial_socket
         cmd = [
-            qemu_binary() or "qemu-system-x86_64", "-accel", "tcg", "-machine", "q35",
-            "-cpu", "max", "-smp", str(cpus), "-m", str(memory_mb),
-            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-nic", "none",
-            "-kernel", str(images["kernel"]), "-initrd", str(images["initramfs"]),
-            "-append", "console=ttyS0 panic=-1 quiet loglevel=4 tsc=reliable" + _tsc_khz_option(),
-            "-chardev", f"file,id=con,path={self.console}", "-serial", "chardev:con",
-            "-drive", f"file={images['rootfs']},if=virtio,format=raw,readonly=on",
-            "-drive", f"file={code},if=virtio,format=raw,readonly=on",
-            "-device", "virtio-serial-pci",
-            "-chardev", f"socket,id=agent,path={self.agent_path},server=on,wait=off",
-            "-device", f"virtserialport,chardev=agent,name={AGENT_NAME}",
+            qemu_binary() or "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-cpu",
+            "max",
+            "-smp",
+            str(cpus),
+            "-m",
+            str(memory_mb),
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+            "-kernel",
+            str(images["kernel"]),
+            "-initrd",
+            str(images["initramfs"]),
+            "-append",
+            "console=ttyS0 panic=-1 quiet loglevel=4 tsc=reliable" + _tsc_khz_option(),
+            "-chardev",
+            f"file,id=con,path={self.console}",
+            "-serial",
+            "chardev:con",
+            "-drive",
+            f"file={images['rootfs']},if=virtio,format=raw,readonly=on",
+            "-drive",
+            f"file={code},if=virtio,format=raw,readonly=on",
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            f"socket,id=agent,path={self.agent_path},server=on,wait=off",
+            "-device",
+            f"virtserialport,chardev=agent,name={AGENT_NAME}",
         ]
         for i, name in enumerate(PORT_NAMES):
-            cmd += ["-chardev", f"socket,id=bfs{i},path={serial_socket},reconnect=1",
-                    "-device", f"virtserialport,chardev=bfs{i},name={name}"]
+            cmd += [
+                "-chardev",
+                f"socket,id=bfs{i},path={serial_socket},reconnect=1",
+                "-device",
+                f"virtserialport,chardev=bfs{i},name={name}",
+            ]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(workdir / "qemu.err", "w"),
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "qemu.err", "w"),
+            preexec_fn=_die_with_parent,
+        )
         # Kills QEMU by pid at the deadline even if this process is stopped without cleanup.
         self.watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(self.proc.pid), str(os.getpid()),
-             str(WATCHDOG_SECONDS)], stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                _WATCHDOG,
+                str(self.proc.pid),
+                str(os.getpid()),
+                str(WATCHDOG_SECONDS),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -153,14 +204,24 @@ class Guest:
             answers.append(json.loads(line))
         return answers
 
-    def sh(self, script: str, *, timeout: float = 60, uid: int = 0, check: bool = True,
-           env: dict | None = None) -> dict:
+    def sh(
+        self,
+        script: str,
+        *,
+        timeout: float = 60,
+        uid: int = 0,
+        check: bool = True,
+        env: dict | None = None,
+    ) -> dict:
         """Run ``sh -c SCRIPT`` in the guest; with check, a nonzero exit fails the test."""
-        answer = self.request({"op": "run", "sh": script, "timeout": timeout, "uid": uid,
-                               "env": env or {}}, timeout=timeout + 30)
+        answer = self.request(
+            {"op": "run", "sh": script, "timeout": timeout, "uid": uid, "env": env or {}},
+            timeout=timeout + 30,
+        )
         if check and answer["rc"] != 0:
-            raise AgentError(f"guest: {script!r} exited {answer['rc']}:\n{answer['out']}\n"
-                             f"{answer['err']}")
+            raise AgentError(
+                f"guest: {script!r} exited {answer['rc']}:\n{answer['out']}\n{answer['err']}"
+            )
         return answer
 
     def spawn(self, name: str, script: str, uid: int = 0) -> int:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import time
 
 import pytest
-
 from qemu import wait_for
 
 IN_MODIFY, IN_ATTRIB, IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = (
-    0x2, 0x4, 0x40, 0x80, 0x100, 0x200)
+    0x2,
+    0x4,
+    0x40,
+    0x80,
+    0x100,
+    0x200,
+)
 
 
 def _sha(data: bytes) -> str:
@@ -57,8 +61,10 @@ def test_read_write_mkdir_rename_unlink_reach_the_host(vm, shared):
     (vm.host / "from-host.bin").write_bytes(data)
     assert g.sh(f"sha256sum {shared}/from-host.bin")["out"].split()[0] == _sha(data)
 
-    g.sh(f"dd if=/dev/urandom of=/tmp/guest.bin bs=65536 count=48 2>/dev/null && "
-         f"cp /tmp/guest.bin {shared}/from-guest.bin")
+    g.sh(
+        f"dd if=/dev/urandom of=/tmp/guest.bin bs=65536 count=48 2>/dev/null && "
+        f"cp /tmp/guest.bin {shared}/from-guest.bin"
+    )
     guest_sha = g.sh("sha256sum /tmp/guest.bin")["out"].split()[0]
     assert _sha((vm.host / "from-guest.bin").read_bytes()) == guest_sha
 
@@ -95,22 +101,52 @@ def _atomic_save(d):
 
 EVENTS = {
     # name: (host setup, host change, expected (mask, name) events, guest check)
-    "create": (_setup_none, lambda d: (d / "f").write_text("created\n"), [(IN_CREATE, "f")],
-               "cat f", "created\n"),
-    "modify": (_setup_file, lambda d: open(d / "f", "a").write("more\n"), [(IN_MODIFY, "f")],
-               "cat f", "old\nmore\n"),
-    "atomic_save": (_setup_file, _atomic_save, [(IN_MOVED_TO, "f")], "cat f",
-                    "saved atomically\n"),
-    "delete": (_setup_file, lambda d: os.unlink(d / "f"), [(IN_DELETE, "f")],
-               "test -e f || echo gone", "gone\n"),
-    "rename": (_setup_file, lambda d: os.rename(d / "f", d / "g"),
-               [(IN_MOVED_FROM, "f"), (IN_MOVED_TO, "g")], "cat g", "old\n"),
-    "chmod": (_setup_file, lambda d: os.chmod(d / "f", 0o600), [(IN_ATTRIB, "f")],
-              "stat -c %a f", "600\n"),
+    "create": (
+        _setup_none,
+        lambda d: (d / "f").write_text("created\n"),
+        [(IN_CREATE, "f")],
+        "cat f",
+        "created\n",
+    ),
+    "modify": (
+        _setup_file,
+        lambda d: open(d / "f", "a").write("more\n"),
+        [(IN_MODIFY, "f")],
+        "cat f",
+        "old\nmore\n",
+    ),
+    "atomic_save": (_setup_file, _atomic_save, [(IN_MOVED_TO, "f")], "cat f", "saved atomically\n"),
+    "delete": (
+        _setup_file,
+        lambda d: os.unlink(d / "f"),
+        [(IN_DELETE, "f")],
+        "test -e f || echo gone",
+        "gone\n",
+    ),
+    "rename": (
+        _setup_file,
+        lambda d: os.rename(d / "f", d / "g"),
+        [(IN_MOVED_FROM, "f"), (IN_MOVED_TO, "g")],
+        "cat g",
+        "old\n",
+    ),
+    "chmod": (
+        _setup_file,
+        lambda d: os.chmod(d / "f", 0o600),
+        [(IN_ATTRIB, "f")],
+        "stat -c %a f",
+        "600\n",
+    ),
 }
 
-INOTIFYWAIT_NAMES = {IN_MODIFY: "MODIFY", IN_ATTRIB: "ATTRIB", IN_MOVED_FROM: "MOVED_FROM",
-                     IN_MOVED_TO: "MOVED_TO", IN_CREATE: "CREATE", IN_DELETE: "DELETE"}
+INOTIFYWAIT_NAMES = {
+    IN_MODIFY: "MODIFY",
+    IN_ATTRIB: "ATTRIB",
+    IN_MOVED_FROM: "MOVED_FROM",
+    IN_MOVED_TO: "MOVED_TO",
+    IN_CREATE: "CREATE",
+    IN_DELETE: "DELETE",
+}
 
 
 @pytest.mark.parametrize("kind", list(EVENTS))
@@ -129,10 +165,14 @@ def test_host_change_reaches_an_inotify_watcher_in_the_guest(vm, shared, kind):
         wait_for(lambda: "Watches established" in g.read(f"watch-{kind}")[0])
         change(d)
         for mask, name in expected:
-            wait_for(lambda: any(INOTIFYWAIT_NAMES[mask] in line.split()[0].split(",")
-                                 and line.split()[-1] == name
-                                 for line in g.read(f"watch-{kind}")[0].splitlines()[2:]
-                                 if line.strip()))
+            wait_for(
+                lambda mask=mask, name=name: any(
+                    INOTIFYWAIT_NAMES[mask] in line.split()[0].split(",")
+                    and line.split()[-1] == name
+                    for line in g.read(f"watch-{kind}")[0].splitlines()[2:]
+                    if line.strip()
+                )
+            )
     finally:
         g.kill(f"watch-{kind}")
     assert g.sh(f"cd {gd} && {check}")["out"] == want
@@ -172,10 +212,16 @@ def test_restarted_server_resumes_the_mount_and_events(vm, shared, server_restor
     vm.server.kill()
     vm.server.start()
     (vm.host / "restart/after").write_text("after\n")
-    wait_for(lambda: g.sh(f"cat {shared}/restart/after", check=False)["out"] == "after\n",
-             timeout=60, interval=0.5)
-    wait_for(lambda: json.loads(g.sh(f"bridgefs status --json {shared}")["out"])["events"]
-             == "flowing", timeout=60, interval=0.5)
+    wait_for(
+        lambda: g.sh(f"cat {shared}/restart/after", check=False)["out"] == "after\n",
+        timeout=60,
+        interval=0.5,
+    )
+    wait_for(
+        lambda: json.loads(g.sh(f"bridgefs status --json {shared}")["out"])["events"] == "flowing",
+        timeout=60,
+        interval=0.5,
+    )
     g.spawn("watch-restart", f"exec inotifywait -m --format '%e %f' {shared}/restart")
     try:
         wait_for(lambda: "Watches established" in g.read("watch-restart")[0])

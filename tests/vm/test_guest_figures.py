@@ -42,9 +42,13 @@ def _event_latencies(host_dir: pathlib.Path, read_output, offset: float) -> list
         name = f"e{i:03d}"
         t = time.time()
         (host_dir / name).write_text("x")
-        line = wait_for(lambda: next((ln for ln in read_output().splitlines()
-                                      if ln.endswith(f" {name}")), None), timeout=30,
-                        interval=0.01)
+        line = wait_for(
+            lambda name=name: next(
+                (ln for ln in read_output().splitlines() if ln.endswith(f" {name}")), None
+            ),
+            timeout=30,
+            interval=0.01,
+        )
         latencies.append(float(line.split()[0]) - offset - t)
     return latencies
 
@@ -58,10 +62,14 @@ def _make_tree(top: pathlib.Path) -> None:
 
 
 def _summary(latencies, walks, read) -> dict:
-    return {"event_p50_ms": statistics.median(latencies) * 1000,
-            "event_p99_ms": _percentile(latencies, 99) * 1000,
-            "walk_cold_s": walks[0]["secs"], "walk_warm_s": walks[1]["secs"],
-            "read_64mib_s": read["secs"], "read_mib_per_s": 64 / read["secs"]}
+    return {
+        "event_p50_ms": statistics.median(latencies) * 1000,
+        "event_p99_ms": _percentile(latencies, 99) * 1000,
+        "walk_cold_s": walks[0]["secs"],
+        "walk_warm_s": walks[1]["secs"],
+        "read_64mib_s": read["secs"],
+        "read_mib_per_s": 64 / read["secs"],
+    }
 
 
 def _guest_figures(vm, shared) -> dict:
@@ -72,16 +80,16 @@ def _guest_figures(vm, shared) -> dict:
     try:
         wait_for(lambda: "ready" in g.read("fig-watch")[0], timeout=60)
         offset = _clock_offset(g)
-        latencies = _event_latencies(vm.host / "fig-events", lambda: g.read("fig-watch")[0],
-                                     offset)
+        latencies = _event_latencies(vm.host / "fig-events", lambda: g.read("fig-watch")[0], offset)
     finally:
         g.kill("fig-watch")
     _make_tree(vm.host / "fig-tree")
     (vm.host / "fig-64m.bin").write_bytes(os.urandom(64 << 20))
     walk = f"python /code/guest/walk.py walk {shared}/fig-tree"
     walks = [json.loads(g.sh(walk, timeout=300)["out"]) for _ in range(2)]
-    read = json.loads(g.sh(f"python /code/guest/walk.py read {shared}/fig-64m.bin",
-                           timeout=300)["out"])
+    read = json.loads(
+        g.sh(f"python /code/guest/walk.py read {shared}/fig-64m.bin", timeout=300)["out"]
+    )
     assert all(w["n"] == FILES + 100 for w in walks) and read["n"] == 64 << 20
     return _summary(latencies, walks, read)
 
@@ -98,8 +106,9 @@ def _host_figures(tmp_path) -> dict:
         with remote_mount(addr, "share", mnt):
             out = tmp_path / "watch.out"
             with open(out, "w") as f:
-                watcher = subprocess.Popen([sys.executable, str(GUEST_DIR / "watch.py"),
-                                            str(mnt / "fig-events")], stdout=f)
+                watcher = subprocess.Popen(
+                    [sys.executable, str(GUEST_DIR / "watch.py"), str(mnt / "fig-events")], stdout=f
+                )
             try:
                 wait_for(lambda: "ready" in out.read_text())
                 latencies = _event_latencies(host / "fig-events", out.read_text, 0.0)
@@ -107,18 +116,33 @@ def _host_figures(tmp_path) -> dict:
                 watcher.terminate()
                 watcher.wait()
             script = str(GUEST_DIR / "walk.py")
-            walks = [json.loads(subprocess.run([sys.executable, script, "walk",
-                                                str(mnt / "fig-tree")], capture_output=True,
-                                               text=True, check=True).stdout) for _ in range(2)]
-            read = json.loads(subprocess.run([sys.executable, script, "read",
-                                              str(mnt / "fig-64m.bin")], capture_output=True,
-                                             text=True, check=True).stdout)
+            walks = [
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, script, "walk", str(mnt / "fig-tree")],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                )
+                for _ in range(2)
+            ]
+            read = json.loads(
+                subprocess.run(
+                    [sys.executable, script, "read", str(mnt / "fig-64m.bin")],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
     return _summary(latencies, walks, read)
 
 
 def test_figures_in_a_real_guest_and_on_the_host(vm, shared, tmp_path):
-    figures = {"guest (emulated CPU, virtio-serial)": _guest_figures(vm, shared),
-               "host (unix socket)": _host_figures(tmp_path)}
+    figures = {
+        "guest (emulated CPU, virtio-serial)": _guest_figures(vm, shared),
+        "host (unix socket)": _host_figures(tmp_path),
+    }
     text = json.dumps(figures, indent=2)
     print(text)
     if os.environ.get("BRIDGEFS_VM_FIGURES"):

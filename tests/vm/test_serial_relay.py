@@ -10,8 +10,16 @@ import threading
 import pytest
 
 from bridgefs import serial
-from bridgefs.serial import (CLOSE, DATA, HELLO, OPEN, RESYNC, FrameReader, SerialDialer,
-                             SerialListener, frame, split_serial_listens)
+from bridgefs.serial import (
+    CLOSE,
+    DATA,
+    HELLO,
+    FrameReader,
+    SerialDialer,
+    SerialListener,
+    frame,
+    split_serial_listens,
+)
 
 
 def test_frames_survive_garbage_and_cuts():
@@ -22,7 +30,7 @@ def test_frames_survive_garbage_and_cuts():
     stream = frame(DATA, 3, 2, b"y" * 100 + serial.MAGIC + b"y" * 400)[30:] + b"".join(good)
     got = []
     for i in range(0, len(stream), 13):  # fed in pieces, as reads return them
-        got += reader.feed(stream[i:i + 13])
+        got += reader.feed(stream[i : i + 13])
     assert got == [(DATA, 7, 1, b"x" * 1000), (CLOSE, 7, 1, b""), (HELLO, 9, 0, b"abcd")]
     reader.feed(frame(DATA, 3, 2, b"z" * 500)[:300])  # cut short, then the port read EOF
     reader.reset()
@@ -30,8 +38,17 @@ def test_frames_survive_garbage_and_cuts():
 
 
 def test_split_serial_listens():
-    rest, paths = split_serial_listens(["--share", "a=/x", "--listen", "serial:/run/vm.sock",
-                                        "--listen=unix:/s", "--listen", "tcp:127.0.0.1:0"])
+    rest, paths = split_serial_listens(
+        [
+            "--share",
+            "a=/x",
+            "--listen",
+            "serial:/run/vm.sock",
+            "--listen=unix:/s",
+            "--listen",
+            "tcp:127.0.0.1:0",
+        ]
+    )
     assert paths == ["/run/vm.sock"]
     assert rest == ["--share", "a=/x", "--listen", "unix:/s", "--listen", "tcp:127.0.0.1:0"]
 
@@ -111,6 +128,7 @@ def test_several_connections_at_once(relay):
 
     def run(i):
         results[i] = _roundtrip(path, payloads[i])
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(payloads))]
     for t in threads:
         t.start()

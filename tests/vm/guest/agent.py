@@ -1,7 +1,8 @@
 """The guest's end of the tests: runs what the host asks, over the virtio-serial port named
 org.bridgefs.agent, one JSON object per line each way.
 
-    {"id": 1, "op": "run", "sh": "...", "timeout": 60, "uid": 1000}  -> {"id": 1, "rc", "out", "err"}
+    {"id": 1, "op": "run", "sh": "...", "timeout": 60, "uid": 1000}
+                                                                  -> {"id": 1, "rc", "out", "err"}
     {"id": 2, "op": "spawn", "sh": "...", "name": "w"}              -> {"id": 2, "pid"}
     {"id": 3, "op": "read", "name": "w"}                              -> {"id": 3, "out", "rc"}
     {"id": 4, "op": "kill", "name": "w"}                              -> {"id": 4, "rc"}
@@ -37,7 +38,7 @@ def reply(obj) -> None:
     with write_lock:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
 
 def _demote(uid):
@@ -45,6 +46,7 @@ def _demote(uid):
         os.setgid(uid)
         os.setgroups([])
         os.setuid(uid)
+
     return run if uid else None
 
 
@@ -58,22 +60,39 @@ def handle(req) -> None:
         if op == "run":
             start = time.monotonic()
             try:
-                proc = subprocess.run(["/bin/sh", "-c", req["sh"]], capture_output=True,
-                                      text=True, timeout=req.get("timeout", 60), env=env, cwd=cwd,
-                                      preexec_fn=_demote(uid), stdin=subprocess.DEVNULL)
+                proc = subprocess.run(
+                    ["/bin/sh", "-c", req["sh"]],
+                    capture_output=True,
+                    text=True,
+                    timeout=req.get("timeout", 60),
+                    env=env,
+                    cwd=cwd,
+                    preexec_fn=_demote(uid),
+                    stdin=subprocess.DEVNULL,
+                )
                 answer.update(rc=proc.returncode, out=proc.stdout, err=proc.stderr)
             except subprocess.TimeoutExpired as exc:
-                answer.update(rc=-1, out=(exc.stdout or b"").decode(errors="replace")
-                              if isinstance(exc.stdout, bytes) else (exc.stdout or ""),
-                              err=f"timed out after {req.get('timeout', 60)} s")
+                answer.update(
+                    rc=-1,
+                    out=(exc.stdout or b"").decode(errors="replace")
+                    if isinstance(exc.stdout, bytes)
+                    else (exc.stdout or ""),
+                    err=f"timed out after {req.get('timeout', 60)} s",
+                )
             answer["secs"] = time.monotonic() - start
         elif op == "spawn":
             name = req["name"]
             out = open(f"/tmp/job-{name}.out", "w")
-            jobs[name] = subprocess.Popen(["/bin/sh", "-c", req["sh"]], stdout=out,
-                                          stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                          preexec_fn=_demote(uid), stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            jobs[name] = subprocess.Popen(
+                ["/bin/sh", "-c", req["sh"]],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                preexec_fn=_demote(uid),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             out.close()
             answer["pid"] = jobs[name].pid
         elif op == "read":

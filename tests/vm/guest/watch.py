@@ -19,6 +19,6 @@ while True:
     offset = 0
     while offset < len(data):
         _wd, mask, _cookie, length = struct.unpack_from("iIII", data, offset)
-        name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
+        name = data[offset + 16 : offset + 16 + length].rstrip(b"\0").decode()
         print(f"{now:.6f} {mask:#x} {name}", flush=True)
         offset += 16 + length
