@@ -172,7 +172,8 @@ class _Acceptor(Forwarder):
     """The Forwarder's accept loop, handing each accepted connection to ``adopt``."""
 
     def __init__(self, family: int, addr, adopt, name: str):
-        super().__init__(family, addr, None, None, name=name)
+        # 0600 whatever the umask: whoever may dial the socket reaches the server untokened.
+        super().__init__(family, addr, None, None, name=name, socket_mode=0o600)
         self._adopt = adopt
 
     def _connect_and_relay(self, client: socket.socket) -> None:
