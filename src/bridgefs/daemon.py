@@ -125,6 +125,10 @@ def private_server(hostdir: str, token_file: str | None = None) -> Iterator[str]
             f"share={os.path.abspath(hostdir)}",
             "--listen",
             address,
+            # One client, and room for the session a resume opens while the old one is reaped:
+            # the descriptor budget goes to its nodes instead of to 64 sessions nobody opens.
+            "--max-sessions",
+            "2",
             *(["--token-file", token_file] if token_file else []),
         ],
         stdout=subprocess.PIPE,
