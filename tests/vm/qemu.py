@@ -12,13 +12,11 @@ watchdog process at a deadline in case both fail.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,10 +26,6 @@ import time
 PORT_NAMES = [f"org.bridgefs.{i}" for i in range(4)]  # one mount per port at a time
 AGENT_NAME = "org.bridgefs.agent"
 WATCHDOG_SECONDS = 600
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def qemu_binary() -> str | None:
@@ -119,12 +113,14 @@ class Guest:
                 f"virtserialport,chardev=bfs{i},name={name}",
             ]
         self.started = time.monotonic()
+        # Killed when this process dies.  setpriv sets that, not a preexec_fn: Python forks
+        # for a preexec_fn, and in a process with gRPC threads the child can abort in gRPC's
+        # fork handlers before it ever runs QEMU.
         self.proc = subprocess.Popen(
-            cmd,
+            ["setpriv", "--pdeathsig", "SIGKILL", *cmd],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=open(workdir / "qemu.err", "w"),
-            preexec_fn=_die_with_parent,
         )
         # Kills QEMU by pid at the deadline even if this process is stopped without cleanup.
         self.watchdog = subprocess.Popen(
