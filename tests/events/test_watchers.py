@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from waiting import inotify_watched_inodes, wait_until
+from waiting import PATIENCE, inotify_watched_inodes, wait_until
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -31,7 +31,7 @@ class Recorder(FileSystemEventHandler):
         )
         self.events.put((event.event_type, rel, dest, event.is_directory))
 
-    def expect(self, kind, path, timeout=10, is_dir=None):
+    def expect(self, kind, path, timeout=PATIENCE, is_dir=None):
         deadline = time.monotonic() + timeout
         seen = []
         while time.monotonic() < deadline:
@@ -107,7 +107,7 @@ def chokidar(watched_share):
         proc.wait(10)
 
 
-def _expect(lines, event, path, timeout=10):
+def _expect(lines, event, path, timeout=PATIENCE):
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
