@@ -9,6 +9,7 @@ import time
 import pytest
 from waiting import wait_until
 
+from bridgefs.client import writes
 from bridgefs.client.writes import PendingWrite, WriteBehind
 
 
@@ -118,10 +119,54 @@ def test_an_error_is_reported_once_to_its_file_and_by_its_next_write(wb):
     with pytest.raises(OSError) as info:
         _submit(wb, host, 10, 1, 3, b"next")  # not made: the file's error comes first
     assert info.value.errno == errno.ENOSPC
-    assert wb.take_error(1, 10, any_file=True) is None  # reported once
+    assert wb.take_error(1, 10, any_file=False) is None  # reported once to writes and close
     _submit(wb, host, 10, 1, 3, b"again")
     wb.drain()
     assert (1, 3, b"again") in host.done and (1, 3, b"next") not in host.done
+
+
+def test_a_write_that_reported_the_error_leaves_it_owed_to_fsync(wb):
+    # A program that stops at the failed write and fsyncs must not be told all is safe: the
+    # write that failed was the echo of an earlier one it had been told had succeeded.
+    host = Host()
+    host.release.set()
+    host.fail[b"bad"] = OSError(errno.ENOSPC, "full")
+    _submit(wb, host, 10, 1, 0, b"bad")
+    wb.drain()
+    with pytest.raises(OSError):
+        _submit(wb, host, 10, 1, 3, b"next")
+    assert wb.take_error(1, 10, any_file=True) == errno.ENOSPC
+    assert wb.take_error(1, 10, any_file=True) is None  # once per open file
+    assert wb.take_error(1, 10, any_file=False) is None
+
+
+def test_a_new_failure_is_owed_to_every_fsync_again(wb):
+    host = Host()
+    host.release.set()
+    host.fail[b"bad"] = OSError(errno.EIO, "lost")
+    host.fail[b"worse"] = OSError(errno.EIO, "lost")
+    _submit(wb, host, 10, 1, 0, b"bad")
+    wb.drain()
+    assert wb.take_error(1, 20, any_file=True) == errno.EIO  # seen by another file's fsync
+    _submit(wb, host, 30, 1, 8, b"worse")  # through another open file
+    wb.drain()
+    assert wb.take_error(1, 20, any_file=True) == errno.EIO
+    assert wb.take_error(1, 10, any_file=True) == errno.EIO
+    assert wb.take_error(1, 30, any_file=True) == errno.EIO
+    assert wb.take_error(1, 20, any_file=True) is None
+    assert wb.take_error(1, 10, any_file=False) is None  # its fsync told it
+
+
+def test_errors_never_reported_are_bounded(wb, monkeypatch):
+    monkeypatch.setattr(writes, "MAX_ERRORS", 2)
+    host = Host()
+    host.release.set()
+    host.fail[b"bad"] = OSError(errno.EIO, "lost")
+    for node in (1, 2, 3):
+        _submit(wb, host, 10, node, 0, b"bad")
+        wb.drain()
+    assert wb.take_error(1, 10, any_file=True) is None  # the oldest was dropped
+    assert wb.take_error(3, 10, any_file=True) == errno.EIO
 
 
 def test_fsync_through_any_open_file_reports_it_a_close_only_through_the_writer(wb):
@@ -134,8 +179,9 @@ def test_fsync_through_any_open_file_reports_it_a_close_only_through_the_writer(
     assert wb.take_error(1, 20, any_file=True) == errno.EIO  # fsync through another descriptor
     assert wb.take_error(1, 20, any_file=True) is None
     assert wb.take_error(1, 10, any_file=False) == errno.EIO  # the writer's close still hears it
+    assert wb.take_error(1, 10, any_file=True) == errno.EIO  # and the writer's fsync
     assert wb.take_error(1, 10, any_file=True) is None
-    assert wb.take_error(1, 40, any_file=True) is None  # told to every writer: nothing owed
+    assert wb.take_error(1, 40, any_file=True) is None  # seen by fsync: a later open is not told
 
 
 def test_a_short_write_is_an_error(wb):

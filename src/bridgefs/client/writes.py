@@ -11,9 +11,11 @@ What keeps this as correct as a write that waited (the rules the client relies o
 - Everything else comes after: the client calls ``drain()`` before any other request, so a read,
   stat, truncate, rename, flush or fsync sees every write the kernel was told had succeeded.
 - Errors are never lost: a failed or short write is recorded against its node and raised, once
-  per open file, by the next write or flush (close) of the open file that made it and by the
-  next fsync of any open file of the node (a program may fsync through another descriptor than
-  the one it wrote through), as Linux reports writeback errors.
+  per open file, by the next write or flush (close) of the open file that made it, and, apart
+  from that, by the next fsync of any open file of the node (a program may fsync through another
+  descriptor than the one it wrote through), as Linux reports writeback errors.  A write that
+  reported it does not settle what fsync owes: a program that stops at a failed write and asks
+  fsync whether the rest is safe must hear that earlier, acknowledged data was lost.
 - Memory is bounded: past ``window`` bytes queued, ``submit`` waits for room.
 """
 
@@ -31,6 +33,9 @@ log = logging.getLogger("bridgefs.client")
 DEFAULT_WINDOW = 8 << 20
 DEFAULT_SENDERS = 2
 MAX_QUEUED = 256  # small writes: bounds the queue's length as ``window`` bounds its bytes
+# Errors of files never fsynced after they failed are kept for a later fsync of the node; past
+# this many nodes the oldest are dropped, so a program that ignores errors cannot grow it.
+MAX_ERRORS = 1024
 
 
 @dataclass(slots=True)
@@ -50,11 +55,28 @@ class PendingWrite:
 @dataclass(slots=True)
 class NodeError:
     errno: int
-    writers: set[int]  # open files whose writes failed: their flush reports it
-    told: set[int]  # open files it was reported to
+    writers: set[int]  # open files whose writes failed: their write or flush reports it
+    told: set[int]  # open files a write, flush or fsync reported it to
+    synced: set[int]  # open files an fsync reported it to
+    seen: bool = False  # an fsync reported it: later opens' fsyncs do not (Linux's errseq)
 
     def owed(self, fh: int, any_file: bool) -> bool:
-        return fh not in self.told and (any_file or fh in self.writers)
+        if any_file:
+            return fh not in self.synced and (not self.seen or fh in self.writers)
+        return fh in self.writers and fh not in self.told
+
+    def tell(self, fh: int, any_file: bool) -> None:
+        self.told.add(fh)
+        if any_file:
+            self.synced.add(fh)
+            self.seen = True
+
+    def failed_again(self, fh: int) -> None:
+        """More data lost: every open file is owed the error again, by fsync at least."""
+        self.writers.add(fh)
+        self.told.discard(fh)
+        self.synced.clear()
+        self.seen = False
 
 
 class WriteBehind:
@@ -119,7 +141,8 @@ class WriteBehind:
 
     def take_error(self, node: object, fh: int, any_file: bool) -> int | None:
         """The errno of a failed write to ``node`` not yet reported to open file ``fh``: for a
-        flush, only a write through ``fh`` itself; for an fsync (``any_file``), any."""
+        flush, only a write through ``fh`` itself, not yet reported by a write; for an fsync
+        (``any_file``), any write not yet reported by an fsync of ``fh``."""
         with self._lock:
             return self._take_locked(node, fh, any_file)
 
@@ -127,9 +150,9 @@ class WriteBehind:
         rec = self._errors.get(node)
         if rec is None or not rec.owed(fh, any_file):
             return None
-        rec.told.add(fh)
-        if rec.writers <= rec.told:
-            del self._errors[node]  # every file that wrote was told: nothing is owed any more
+        rec.tell(fh, any_file)
+        if rec.writers <= rec.synced:
+            del self._errors[node]  # every file that wrote heard it from fsync: nothing is owed
         return rec.errno
 
     def close(self) -> None:
@@ -178,7 +201,9 @@ class WriteBehind:
                 self._bytes -= len(write.data)
                 if err:
                     # The first error is the one reported: later ones are most often its echo.
-                    rec = self._errors.setdefault(write.node, NodeError(err, set(), set()))
-                    rec.writers.add(write.fh)
-                    rec.told.discard(write.fh)
+                    rec = self._errors.pop(write.node, None) or NodeError(err, set(), set(), set())
+                    rec.failed_again(write.fh)
+                    self._errors[write.node] = rec  # the newest last: the oldest go first
+                    while len(self._errors) > MAX_ERRORS:
+                        del self._errors[next(iter(self._errors))]
                 self._changed.notify_all()
