@@ -77,10 +77,13 @@ class LookupCounts:
     def _queue_locked(self, handle: int, n: int) -> None:
         if len(self._pending) >= _QUEUE_CAP:
             return
-        if not self._pending:
+        first = not self._pending
+        if first:
             self._pending_since = time.monotonic()
         self._pending[handle] = self._pending.get(handle, 0) + n
-        if len(self._pending) >= BATCH_MAX:
+        # The sender may be waiting for its next ping (minutes away): the first forget of a
+        # batch wakes it to time the batch, or a deleted file stays pinned on the host.
+        if first or len(self._pending) >= BATCH_MAX:
             self._wake.notify()
 
     def held(self) -> int:
