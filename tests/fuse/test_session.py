@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from waiting import PATIENCE
 
 from bridgefs.fuse import device
 from bridgefs.fuse.filesystem import Context, FsError
@@ -39,7 +40,7 @@ class SlowMemFS(MemFS):
 
     def _wait(self, ctx):
         self.slow_started.set()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 2 * PATIENCE  # the test releases it sooner
         while not self.release_slow.is_set() and time.monotonic() < deadline:
             if ctx.interrupted.wait(0.02):
                 self.interrupted.set()
@@ -92,13 +93,13 @@ def test_a_slow_request_does_not_block_a_stat(tmp_path):
         reader = threading.Thread(target=lambda: os.pread(fd, 4096, 0))
         reader.start()
         try:
-            assert fs.slow_started.wait(10)
+            assert fs.slow_started.wait(PATIENCE)
             os.stat(other)  # answered while the read is still pending
             os.listdir(s.mountpoint)
             assert reader.is_alive()
         finally:
             fs.release_slow.set()
-            reader.join(10)
+            reader.join(PATIENCE)
             os.close(fd)
 
 
@@ -111,10 +112,10 @@ def test_interrupt_reaches_the_filesystem(tmp_path):
             ["stat", slow], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            assert fs.slow_started.wait(10)
+            assert fs.slow_started.wait(PATIENCE)
             proc.send_signal(signal.SIGINT)
-            assert fs.interrupted.wait(10), "the kernel's INTERRUPT did not reach the request"
-            assert proc.wait(10) != 0
+            assert fs.interrupted.wait(PATIENCE), "the kernel's INTERRUPT did not reach the request"
+            assert proc.wait(PATIENCE) != 0
         finally:
             fs.release_slow.set()
             if proc.poll() is None:

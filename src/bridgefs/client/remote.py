@@ -31,7 +31,7 @@ from bridgefs.client.facts import NO_FACTS, ReplyFacts
 from bridgefs.client.listings import Listings
 from bridgefs.client.node_writes import NodeWrites
 from bridgefs.client.releases import ReleaseQueue
-from bridgefs.client.session import ServerSession
+from bridgefs.client.session import CALL_TIMEOUT, ServerSession
 from bridgefs.client.writes import WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW,
@@ -105,7 +105,7 @@ class RemoteFileSystem(FileSystem):
         uid: int | None = None,
         gid: int | None = None,
         read_only: bool = False,
-        timeout: float = 30.0,
+        timeout: float = CALL_TIMEOUT,
         slow_timeout: float = 300.0,
         connect_timeout: float = 10.0,
         client_name: str | None = None,

@@ -46,6 +46,12 @@ HANDLE_MASK = (1 << EPOCH_SHIFT) - 1
 Locate = Callable[[int], "tuple[int, bytes] | None"]
 
 
+# How long a call waits for a server that holds the connection open without answering (stopped
+# or hung; a server that is gone fails calls at once).  Long, because a program waiting on it
+# can still be killed (fuse/interrupts.py) and a server stopped for a while should cost no error.
+CALL_TIMEOUT = 120.0
+
+
 class ServerSession:
     """Connects and handshakes on construction (raising FsError on failure).  ``timeout``
     bounds every call that is not given its own."""
@@ -56,7 +62,7 @@ class ServerSession:
         share: str,
         writes: WriteBehind,
         *,
-        timeout: float = 30.0,
+        timeout: float = CALL_TIMEOUT,
         connect_timeout: float = 10.0,
         client_name: str | None = None,
         credentials: ClientCredentials | None = None,

@@ -79,6 +79,8 @@ class Dispatcher:
         self._silent = frozenset(op for op, row in OPERATIONS.items() if not row.answered)
         self._inflight: dict[int, Context] = {}
         self._unknown_seen: set[int] = set()
+        # Told (unique, caller's thread id) of each request interrupted while being served.
+        self.on_interrupt: Callable[[int, int], None] | None = None
 
     def respond(self, raw: bytes | memoryview) -> Outcome:
         """One frame from the kernel -> what to answer.  Never raises: garbage becomes an errno
@@ -113,10 +115,15 @@ class Dispatcher:
         ctx = self._inflight.get(req.target)
         if ctx is not None:
             ctx.interrupted.set()
+            if self.on_interrupt is not None:
+                self.on_interrupt(req.target, ctx.pid)
             return None
         # Not (yet) being served: EAGAIN makes the kernel send the interrupt again (or drop it,
         # if the request has finished meanwhile).
         return error_frame(req.header.unique, errno.EAGAIN)
+
+    def in_flight(self, unique: int) -> bool:
+        return unique in self._inflight
 
     def handle(self, req: rq.Request, ctx: Context) -> Reply | None:
         """The reply for ``req`` (None for requests that take none).  Raises OSError for errno."""

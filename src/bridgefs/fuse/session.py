@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import signal
+import struct
 import threading
 import time
 from collections import defaultdict
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from . import abi, device, opcodes
 from .dispatch import Dispatcher
 from .filesystem import FileSystem
+from .interrupts import InterruptWatch
 from .negotiate import Tuning
 from .replies import Reply
 
@@ -27,6 +29,16 @@ log = logging.getLogger(__name__)
 # After a lazy unmount, how long processes still inside the mount are served before the
 # connection is cut.
 BUSY_GRACE_SECONDS = 2.0
+
+# Workers are added while none is left reading (each request that waits on a slow or stopped
+# server holds one), so that an INTERRUPT for a dying program can still be read, up to this
+# many times the workers asked for.
+MAX_WORKERS_FACTOR = 4
+
+# Where fuse_in_header keeps the request's unique id.
+UNIQUE = struct.Struct("<Q")
+UNIQUE_OFFSET = 8
+UNIQUE_END = UNIQUE_OFFSET + UNIQUE.size
 
 
 class OpStats:
@@ -68,26 +80,48 @@ class Session:
         self._stats: list[dict[int, OpStats]] = []
         self._conn: int | None = None
         self._closed = False
+        self.max_workers = self.worker_count * MAX_WORKERS_FACTOR
+        self._idle = 0
+        self._idle_lock = threading.Lock()
+        # unique -> the device fd its request was read from: the kernel takes a request's answer
+        # only on the clone that read it.
+        self._serving: dict[int, int] = {}
+        self.interrupts = InterruptWatch(self.dispatcher.in_flight, self._answer_early)
+        self.dispatcher.on_interrupt = self.interrupts.interrupted
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> Session:
         fd = device.mount(self.mountpoint, self.options)
         self._fds.append(fd)
         self._conn = device.connection_id(self.mountpoint)
-        try:
-            for _ in range(self.worker_count - 1):
-                self._fds.append(device.clone(fd))
-        except OSError as exc:
-            log.warning("cannot clone /dev/fuse (%s): serving with one reader", exc)
-        for i, wfd in enumerate(self._fds):
-            stats: dict[int, OpStats] = defaultdict(OpStats)
-            self._stats.append(stats)
-            t = threading.Thread(
-                target=self._worker, args=(wfd, stats), daemon=True, name=f"fuse-worker-{i}"
-            )
-            t.start()
-            self._threads.append(t)
+        self._start_worker(fd)
+        for _ in range(self.worker_count - 1):
+            if not self._add_worker():
+                break
         return self
+
+    def _add_worker(self) -> bool:
+        try:
+            fd = device.clone(self._fds[0])
+        except OSError as exc:
+            log.warning("cannot clone /dev/fuse (%s): serving with %d readers", exc, len(self._fds))
+            self.max_workers = len(self._fds)
+            return False
+        self._fds.append(fd)
+        self._start_worker(fd)
+        return True
+
+    def _start_worker(self, fd: int) -> None:
+        stats: dict[int, OpStats] = defaultdict(OpStats)
+        self._stats.append(stats)
+        t = threading.Thread(
+            target=self._worker,
+            args=(fd, stats),
+            daemon=True,
+            name=f"fuse-worker-{len(self._threads)}",
+        )
+        self._threads.append(t)
+        t.start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         return self.ready.wait(timeout)
@@ -141,6 +175,7 @@ class Session:
                     device.abort_connection(self._conn)
         elif self._conn is not None and not self.finished.is_set():
             device.abort_connection(self._conn)
+        self.interrupts.close()
         deadline = time.monotonic() + 5
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -202,14 +237,23 @@ class Session:
         buf = bytearray(self.tuning.max_write + 4096)
         view = memoryview(buf)
         while True:
+            with self._idle_lock:
+                self._idle += 1
             try:
                 n = os.readv(fd, [buf])
             except OSError as exc:
                 if exc.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
+                    with self._idle_lock:
+                        self._idle -= 1
                     continue  # ENOENT: the request was interrupted before we read it
                 if exc.errno not in (errno.ENODEV, errno.EBADF):
                     log.error("reading /dev/fuse failed: %s", exc)
                 break
+            with self._idle_lock:
+                self._idle -= 1
+                grow = self._idle == 0 and len(self._fds) < self.max_workers and not self._closed
+            if grow:
+                self._add_worker()
             if n == 0:
                 break
             self._serve(fd, view[:n], stats)
@@ -219,7 +263,12 @@ class Session:
 
     def _serve(self, fd: int, raw: memoryview, stats: dict[int, OpStats]) -> None:
         started = time.perf_counter_ns()
-        out = self.dispatcher.respond(raw)
+        unique = UNIQUE.unpack_from(raw, UNIQUE_OFFSET)[0] if len(raw) >= UNIQUE_END else 0
+        self._serving[unique] = fd
+        try:
+            out = self.dispatcher.respond(raw)
+        finally:
+            self._serving.pop(unique, None)
         # Counted before the reply goes out, so that whoever waits on the reply sees the count.
         s = stats[out.opcode]
         s.count += 1
@@ -233,6 +282,12 @@ class Session:
             if self._conn is not None:
                 device.set_readahead(self._conn, self.tuning.max_readahead)
             self.ready.set()
+
+    def _answer_early(self, unique: int, chunks: list[bytes]) -> None:
+        """An answer given in place of the worker still serving the request."""
+        fd = self._serving.get(unique)
+        if fd is not None:
+            self._write(fd, chunks, None)
 
     def _write(self, fd: int, chunks: list[bytes], reply: Reply | None) -> None:
         try:
