@@ -587,6 +587,7 @@ class LocalFs:
         if len(data) > MAX_IO:
             raise OSError(errno.EINVAL, f"write of {len(data)} bytes (max {MAX_IO})")
         self._writable("write")
+        self.writers.check(handle)
         with (
             self.nodes.use(handle) as node_fd,
             self.writers.use(handle, lambda: confine.reopen(node_fd, os.O_WRONLY)) as fd,
@@ -597,6 +598,8 @@ class LocalFs:
     def fsync(self, fh: int, datasync: bool, kind: str = "file", handle: int = 0) -> None:
         with self._io(fh, handle, os.O_RDONLY, kind) as fd:
             (os.fdatasync if datasync else os.fsync)(fd)
+        if not fh and kind == "file":
+            self.writers.check(handle)  # a write lost at the close of the idle writer
 
     def fallocate(self, fh: int, offset: int, length: int, mode: int, handle: int = 0) -> None:
         self._writable("fallocate")

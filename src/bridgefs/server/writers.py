@@ -7,11 +7,16 @@ the host reloads as often.  So the file stays open across writes and is closed o
 been written for ``IDLE`` seconds, when the node is forgotten, when more than ``LIMIT`` are open,
 or when the session ends: the host then sees one close after the last write, as it would from a
 program writing the file locally.
+
+Nobody waits for that close, yet on some hosts (NFS, FUSE filesystems) it is where a write the
+host could not keep is reported: its error is kept for the node, and the next write or fsync of
+the node raises it (``check``), so the client's program hears of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -41,6 +46,7 @@ class Writers:
         self._lock = threading.Lock()
         self._open: OrderedDict[int, _Slot] = OrderedDict()  # by node handle
         self._by_key: dict[tuple[int, int], int] = {}  # (st_dev, st_ino) -> handle
+        self._failed: dict[int, int] = {}  # handle -> errno of its writer's close
         self._sweeper: threading.Thread | None = None
         self._closed = False
 
@@ -68,7 +74,7 @@ class Writers:
         key = (st.st_dev, st.st_ino)
         with self._lock:
             if self._closed:
-                old = [fd]
+                old = [(handle, fd)]
             else:
                 old = self._pop(handle)
                 self._open[handle] = _Slot(fd, time.monotonic(), key)
@@ -83,9 +89,19 @@ class Writers:
         self._close(old)
 
     def close(self, handle: int) -> None:
+        """Close the writer of a node the client forgot (nobody can ask for its error)."""
         with self._lock:
             fds = self._pop(handle)
         self._close(fds)
+        with self._lock:
+            self._failed.pop(handle, None)
+
+    def check(self, handle: int) -> None:
+        """Raise, once, the error the close of node ``handle``'s writer reported."""
+        with self._lock:
+            err = self._failed.pop(handle, None)
+        if err is not None:
+            raise OSError(err, "the host reported a lost write when the file was closed")
 
     def close_inode(self, key: tuple[int, int]) -> None:
         """Close the writer of inode ``key`` (st_dev, st_ino), if one is open: before the
@@ -95,31 +111,35 @@ class Writers:
             fds = self._pop(handle) if handle is not None else []
         self._close(fds)
 
-    def _pop(self, *handles: int) -> list[int]:
-        """Stop keeping the writers of ``handles``: their fds, to close outside the lock."""
+    def _pop(self, *handles: int) -> list[tuple[int, int]]:
+        """Stop keeping the writers of ``handles``: (handle, fd)s, to close outside the lock."""
         fds = []
         for handle in handles:
             slot = self._open.pop(handle, None)
             if slot is not None:
                 self._by_key.pop(slot.key, None)
-                fds.append(slot.fd)
+                fds.append((handle, slot.fd))
         return fds
 
     def close_all(self) -> None:
         with self._lock:
             self._closed = True
-            fds = [s.fd for s in self._open.values()]
-            self._open.clear()
-            self._by_key.clear()
+            fds = list(self._pop(*self._open))
+            self._failed.clear()  # the session is over: nobody is left to tell
         self._close(fds)
 
-    def _close(self, fds: list[int]) -> None:
-        for fd in fds:
+    def _close(self, fds: list[tuple[int, int]]) -> None:
+        for handle, fd in fds:
             try:
                 with self._echo.closing(fd):
                     pass  # the close below is reported as a change: this session's own
             finally:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError as exc:  # the fd is closed all the same (Linux)
+                    with self._lock:
+                        if not self._closed:
+                            self._failed.setdefault(handle, exc.errno or errno.EIO)
 
     def _sweep(self) -> None:
         while True:
