@@ -3,7 +3,11 @@
 Every later operation through the mount fails with an error (EIO or ENOTCONN; ESTALE is
 accepted too) instead of hanging: each runs in a process of its own, which must finish within
 OP_BOUND seconds and is never left in uninterruptible sleep (D state).  Afterwards
-`bridgefs umount MNT` still unmounts, and the mount's process exits."""
+`bridgefs umount MNT` still unmounts, and the mount's process exits.
+
+And the other way round: a client killed (SIGKILL, no Goodbye) loses its session and every
+descriptor the server held for it soon after its connection closes, while other clients go on;
+a client whose connection breaks and comes back keeps its session."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import sys
 import time
 
 import pytest
+from waiting import PATIENCE, wait_until
 
 from bridgefs.fuse import device
 from mounting import bridgefs_server, remote_mount
@@ -239,3 +244,100 @@ def test_server_killed_while_in_use(tmp_path, host_dir, mode):
                 if proc.poll() is None:
                     proc.kill()
                 proc.communicate()
+
+
+def _server_fds(server: subprocess.Popen) -> int:
+    return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+
+@pytest.mark.timeout(600)
+def test_killed_client_frees_its_session(tmp_path, host_dir):
+    for i in range(2000):
+        (host_dir / f"f{i}").write_bytes(b"%d\n" % i)
+    other_mnt, killed_mnt = tmp_path / "other", tmp_path / "killed"
+    with (
+        bridgefs_server({"share": str(host_dir)}, listen_address("unix", tmp_path)) as (
+            address,
+            server,
+        ),
+        remote_mount(address, "share", other_mnt),
+    ):
+        assert (other_mnt / "f1").read_bytes() == b"1\n"
+        before = _server_fds(server)
+        with remote_mount(address, "share", killed_mnt) as client:
+            for i in range(2000):  # a node, so a descriptor on the server, for each file
+                os.stat(killed_mnt / f"f{i}")
+            held = _server_fds(server)
+            assert held >= before + 2000
+            client.kill()  # by pid: the one this test started
+            client.wait(30)
+            wait_until(
+                lambda: _server_fds(server) <= before + 8,
+                what=f"the server closes the killed client's {held - before} descriptors",
+            )
+        # The other client's session is untouched.
+        assert (other_mnt / "f2").read_bytes() == b"2\n"
+        (other_mnt / "new").write_bytes(b"still served\n")
+        assert (host_dir / "new").read_bytes() == b"still served\n"
+
+
+# A relay between the client and the server (as a VM's vsock or serial leg is), which the test
+# kills to break the connection and starts again.
+RELAY = r"""
+import signal, socket, sys
+from bridgefs.vsock import Forwarder
+relay = Forwarder(socket.AF_UNIX, sys.argv[1], socket.AF_UNIX, sys.argv[2], name="relay").start()
+print("relaying", flush=True)
+signal.sigwait({signal.SIGINT, signal.SIGTERM})
+relay.close()
+"""
+
+
+def _relay(listen: str, target: str) -> subprocess.Popen:
+    if os.path.exists(listen):
+        os.unlink(listen)  # left by the relay killed before
+    proc = subprocess.Popen([sys.executable, "-c", RELAY, listen, target], stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"relaying\n"
+    return proc
+
+
+@pytest.mark.timeout(600)
+def test_a_broken_connection_keeps_the_session(tmp_path, host_dir):
+    """The connection breaks and comes back: the client holds the same session, so a file it
+    had open, unlinked since (which no new session could find again by name), still reads."""
+    server_sock, relay_sock = tmp_path / "server.sock", str(tmp_path / "relay.sock")
+    mnt = tmp_path / "mnt"
+    relays: list[subprocess.Popen] = []
+    # A grace longer than any reconnection on a loaded machine: the session must be kept.
+    with bridgefs_server(
+        {"share": str(host_dir)}, f"unix:{server_sock}", options=["--hold-grace", "120"]
+    ) as (_address, server):
+        try:
+            relays.append(_relay(relay_sock, str(server_sock)))
+            with remote_mount(f"unix:{relay_sock}", "share", mnt):
+                wait_events_flowing(mnt)
+                (mnt / "kept").write_bytes(b"kept open\n")
+                fd = os.open(mnt / "kept", os.O_RDONLY)
+                try:
+                    os.unlink(mnt / "kept")
+                    relays[-1].kill()
+                    relays[-1].wait(30)
+                    poll(
+                        lambda: mount_status(mnt).get("events") != "flowing",
+                        what="the client sees its connection break",
+                    )
+                    relays.append(_relay(relay_sock, str(server_sock)))
+                    wait_events_flowing(mnt, timeout=PATIENCE)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    assert os.pread(fd, 100, 0) == b"kept open\n"
+                finally:
+                    os.close(fd)
+                assert mount_status(mnt)["reconnects"] >= 1
+                (mnt / "after").write_bytes(b"after the break\n")
+            assert (host_dir / "after").read_bytes() == b"after the break\n"
+        finally:
+            for relay in relays:
+                if relay.poll() is None:
+                    relay.kill()
+                relay.wait(30)
+                relay.stdout.close()

@@ -143,3 +143,25 @@ def test_goodbye_closes_everything(tree, start_server):
     assert client.Goodbye().errno == 0
     assert _open_fds() <= baseline
     client.close()
+
+
+def test_a_session_outlives_its_hold_stream_by_the_grace_period(tree):
+    """A session whose client's hold stream ended is ended once the grace period passes; one
+    whose stream was opened again meanwhile (a connection back after a break) is kept, and one
+    that never opened a stream is left to the idle timeout."""
+    from bridgefs.server.sessions import SessionRegistry
+
+    share, _ = tree
+    root = Share("s", str(share), False).open()
+    registry = SessionRegistry(Limits(hold_grace=5.0, idle_timeout=1000.0))
+    gone, back, never = (registry.create(root, f"peer{i}", "test") for i in range(3))
+    for session in (gone, back):
+        session.hold_opened()
+        session.hold_closed(now=100.0)
+    back.hold_opened()  # the client's connection came back
+    assert registry.reap(now=104.0) == []
+    assert registry.reap(now=106.0) == [gone]
+    assert gone.closed and not back.closed and not never.closed
+    assert registry.get(back.token) is back and registry.get(never.token) is never
+    registry.close_all()
+    root.close()

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from bridgefs.client.channel import errno_of, open_channel
+from bridgefs.client.hold import HoldStream
 from bridgefs.client.lookups import LookupCounts
 from bridgefs.client.rpcstats import RpcStats, method_name
 from bridgefs.client.writes import WriteBehind
@@ -86,7 +87,6 @@ class ServerSession:
             (token_metadata(creds.token),) if creds.token else ()
         )
         self._metadata: tuple[tuple[str, str], ...] = self._auth
-        self._hold: Any = None
         try:
             hello = self._handshake(connect_timeout)
         except BaseException:
@@ -94,7 +94,8 @@ class ServerSession:
             raise
         self.id = hello.session
         self._metadata = ((SESSION_KEY, hello.session), *self._auth)
-        self._open_hold()
+        self._hold = HoldStream(self._open_hold)
+        self._hold.start()
         self.capabilities = tuple(hello.capabilities)
         self.read_only = hello.read_only
         self.max_io = min(hello.max_io_size or MAX_IO_SIZE, MAX_IO_SIZE)
@@ -191,12 +192,12 @@ class ServerSession:
             raise FsError(reply.errno)
         return reply
 
-    def _open_hold(self) -> None:
-        """The session's hold stream: the server ends the session when it ends, so a client
-        that vanishes without Goodbye frees its session at once."""
-        if self._hold is not None:
-            self._hold.cancel()
-        self._hold = self.stub.Watch(pb.WatchRequest(), metadata=(*self._metadata, (HOLD_KEY, "1")))
+    def _open_hold(self) -> Any:
+        """A hold stream for the current session (hold.py): the server ends the session soon
+        after it ends, so a client that vanishes without Goodbye frees its session."""
+        return self.stub.Watch(
+            pb.WatchRequest(), metadata=(*self._metadata, (HOLD_KEY, "1")), wait_for_ready=True
+        )
 
     def watch(self) -> Any:
         """The change stream of this session's share (an iterator of pb.Change, cancellable)."""
@@ -263,7 +264,7 @@ class ServerSession:
                 return False
             self.id = hello.session
             self._metadata = ((SESSION_KEY, hello.session), *self._auth)
-            self._open_hold()
+            self._hold.renew()
             self.epoch += 1
             self._rebound.clear()
             self.counts.reset()
@@ -288,6 +289,5 @@ class ServerSession:
         except FsError as exc:
             log.debug("goodbye failed: %s", exc)
         finally:
-            if self._hold is not None:
-                self._hold.cancel()
+            self._hold.close()
             self._conn.close()

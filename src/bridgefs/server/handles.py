@@ -45,6 +45,9 @@ class Limits:
     max_client_sessions: int = 16  # sessions of one client (TLS subject or peer host): EUSERS
     max_client_inflight: int = 32  # concurrent calls of all one client's sessions: EAGAIN
     max_listed: int = 32768  # directory records one session keeps for its open listings
+    # Seconds a session outlives its client's hold stream: a client whose connection broke
+    # and came back opens it again and keeps its session; a vanished one loses it then.
+    hold_grace: float = 5.0
 
 
 class _Ref:

@@ -218,7 +218,7 @@ class BridgeServer:
         )
 
     def _reap_loop(self) -> None:
-        interval = max(0.05, min(self.limits.idle_timeout / 4, 30.0))
+        interval = max(0.05, min(self.limits.idle_timeout / 4, self.limits.hold_grace / 4, 30.0))
         while not self._stopped.wait(interval):
             self.registry.reap()
 
@@ -321,6 +321,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=d.idle_timeout,
         help="seconds before a silent client's session is dropped",
+    )
+    p.add_argument(
+        "--hold-grace",
+        type=float,
+        default=d.hold_grace,
+        help="seconds a session outlives its client's connection (one back by then keeps it)",
     )
     p.add_argument(
         "--max-client-sessions",
@@ -446,6 +452,7 @@ def serve_main(argv: list[str] | None = None) -> int:
             max_inflight=args.max_inflight,
             max_sessions=args.max_sessions,
             idle_timeout=args.idle_timeout,
+            hold_grace=args.hold_grace,
             max_client_sessions=args.max_client_sessions,
             max_client_inflight=args.max_client_inflight,
         )

@@ -278,13 +278,10 @@ class FilesService(pb_grpc.FilesServicer):
         yield from stream(self.watches, sub, context.is_active)
 
     def _hold(self, session: Session, context: Context) -> Iterator[pb.Change]:
-        """The session's hold stream: nothing flows; when it ends, so does the session."""
-
-        def ended() -> None:
-            if self.registry.drop(session.token) is not None:
-                log.info("session %s: its client's channel closed", session.short)
-
-        context.add_callback(ended)
+        """The session's hold stream: nothing flows; once it ends and is not opened again
+        within the grace period, so does the session (the reaper ends it)."""
+        session.hold_opened()
+        context.add_callback(session.hold_closed)
         while not session.ended.wait(1.0):
             if self.registry.stopping.is_set() or not context.is_active():
                 break

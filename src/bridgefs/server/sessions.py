@@ -1,8 +1,10 @@
 """Client sessions: one per Handshake, each with its own handle tables and bounds.
 
-A session ends with Goodbye, when the server stops, when the client's hold stream ends (its
-channel closed: see FilesService.Watch), or when it has made no call for ``Limits.idle_timeout``
-seconds (the client pings while idle), so a client that vanished does not hold host fds for long.
+A session ends with Goodbye, when the server stops, ``Limits.hold_grace`` seconds after the
+client's hold stream ended (its connection closed: see FilesService.Watch) unless the client opened
+it again meanwhile (a connection that broke and came back keeps its session), or when it has made
+no call for ``Limits.idle_timeout`` seconds (the client pings while idle), so a client that
+vanished does not hold host fds for long.
 
 Each session belongs to a client (its TLS subject, else its transport peer without the port):
 sessions and calls in flight are bounded per client as well as per session, so that one client
@@ -52,6 +54,8 @@ class Session:
         self._lock = threading.Lock()
         self._inflight = 0
         self.last_seen = time.monotonic()
+        self._holds = 0  # hold streams open now
+        self._unheld_since: float | None = None  # when the last one ended (None: one is open)
         self.closed = False
         self.ended = threading.Event()  # set on close: ends the session's hold stream
 
@@ -74,6 +78,23 @@ class Session:
             self._inflight -= 1
             self.last_seen = time.monotonic()
         self.client.exit()
+
+    def hold_opened(self) -> None:
+        with self._lock:
+            self._holds += 1
+            self._unheld_since = None
+
+    def hold_closed(self, now: float | None = None) -> None:
+        with self._lock:
+            self._holds -= 1
+            if self._holds <= 0:
+                self._unheld_since = time.monotonic() if now is None else now
+
+    def unheld_for(self, now: float) -> float:
+        """How long no hold stream has been open, after one was (0.0 for a session whose
+        client never opened one: only the idle timeout ends it)."""
+        with self._lock:
+            return 0.0 if self._unheld_since is None else now - self._unheld_since
 
     def idle_since(self, now: float) -> float:
         with self._lock:
@@ -170,12 +191,19 @@ class SessionRegistry:
         return session
 
     def reap(self, now: float | None = None) -> list[Session]:
+        """End the sessions idle past the idle timeout, and those whose client's hold stream
+        ended more than the grace period ago."""
         now = time.monotonic() if now is None else now
         with self._lock:
             idle = [
                 s for s in self._sessions.values() if s.idle_since(now) > self.limits.idle_timeout
             ]
-            for session in idle:
+            unheld = [
+                s
+                for s in self._sessions.values()
+                if s not in idle and s.unheld_for(now) > self.limits.hold_grace
+            ]
+            for session in idle + unheld:
                 del self._sessions[session.token]
                 self._forget_locked(session)
         for session in idle:
@@ -186,8 +214,16 @@ class SessionRegistry:
                 session.share.name,
                 self.limits.idle_timeout,
             )
+        for session in unheld:
+            log.info(
+                "session %s (%s, share %s): its client's channel closed and was not opened again",
+                session.short,
+                session.client_name or session.peer,
+                session.share.name,
+            )
+        for session in idle + unheld:
             session.close()
-        return idle
+        return idle + unheld
 
     def close_all(self) -> None:
         with self._lock:
