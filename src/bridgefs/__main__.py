@@ -145,6 +145,7 @@ def _remote_fs(args: argparse.Namespace, address: str, share: str):
         read_only=args.read_only,
         watch=not args.no_events,
         long_timeout=args.cache_timeout,
+        writeback_cache=args.writeback_cache,
     )
 
 

@@ -10,7 +10,8 @@ part the invalidator drops nodes from (invalidate.py).
 
 ``CHANGES`` says which arguments of an operation are nodes it changes: their remembered
 attributes (and, for xattr changes, capability absences) are dropped before the operation goes
-on.  Operations listed there have no method of their own here.
+on, and the attributes again once it is done (what a getattr fetched meanwhile is older).
+Operations listed there have no method of their own here.
 """
 
 from __future__ import annotations
@@ -204,11 +205,13 @@ class CachingLayer(Layer):
         return reply
 
     def setattr(self, ctx: Context, ino: int, changes: SetAttr, fh: int | None) -> AttrReply:
+        # Not kept: a getattr answered while it ran could come back after this reply and
+        # leave older attributes (a size before a truncate) where it would be kept.
         self.attrs.drop(ino)
-        since = self.attrs.generation
-        reply = self.inner.setattr(ctx, ino, changes, fh)
-        self._keep(ino, reply.attr, since)
-        return reply
+        try:
+            return self.inner.setattr(ctx, ino, changes, fh)
+        finally:
+            self.attrs.drop(ino)
 
     def statfs(self, ctx: Context, ino: int) -> StatFs:
         # Free space changes all the time and raises no event; a figure up to 10 s old spares
@@ -270,7 +273,13 @@ def _dropping(name: str, changes: tuple[tuple[str, int], ...]) -> Callable[..., 
                 self.attrs.drop(ino)
             if what & XATTRS:
                 self.attrs.set_no_caps(ino, False)
-        return getattr(self.inner, name)(*args)
+        try:
+            return getattr(self.inner, name)(*args)
+        finally:
+            # Again once done: attributes a getattr fetched while it ran are from before it.
+            for index, what in spots:
+                if what & ATTRS:
+                    self.attrs.drop(args[index])
 
     operation.__name__ = operation.__qualname__ = name
     operation.__doc__ = f"{name}, after dropping what it changes ({changes})."

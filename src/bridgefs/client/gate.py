@@ -5,6 +5,7 @@ deletion of a stand-in node; a replayed open answers REPLAY_FH)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 from bridgefs.client.layer import Layer
@@ -90,8 +91,19 @@ class ReplayGate(Layer):
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
         if self._replaying(ctx) or fh == REPLAY_FH:
-            return self.inner.getattr(ctx, ino, None)  # the attributes as they are now
+            return self._replayed_setattr(ctx, ino, changes)
         return self.inner.setattr(ctx, ino, changes, fh)
+
+    def _replayed_setattr(self, ctx: Context, ino: int, changes: SetAttr) -> AttrReply:
+        """The attributes as they are now, but with the size the replay truncated to (the size
+        the kernel itself gave it a moment before), valid for no time.  The kernel takes a
+        truncate's answer as the file's size and drops its pages past it: with the writeback
+        cache the server's size lags the kernel's (dirty pages not written yet), and a size
+        the server had before a change still on its way would cut the file the VM sees."""
+        attr = self.inner.getattr(ctx, ino, None).attr
+        if changes.size is not None:
+            attr = dataclasses.replace(attr, size=changes.size)
+        return AttrReply(attr, 0)
 
     def getxattr(self, ctx: Context, ino: int, name: bytes) -> bytes:
         if self._replaying(ctx) or is_fake(ino):

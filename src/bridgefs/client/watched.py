@@ -43,7 +43,8 @@ from bridgefs.fuse.filesystem import Notifier
 
 class WatchedShare(Layer):
     """``watch``: follow host changes (long caches, replays, no-open mode); without it the
-    share is the remote's alone, with short timeouts.  Other arguments: RemoteFileSystem's."""
+    share is the remote's alone, with short timeouts.  ``writeback_cache``: the mount lets the
+    kernel hold dirty pages (no page pushing).  Other arguments: RemoteFileSystem's."""
 
     def __init__(
         self,
@@ -55,9 +56,15 @@ class WatchedShare(Layer):
         entry_timeout: float = 1.0,
         attr_timeout: float = 1.0,
         negative_timeout: float = 0.0,
+        writeback_cache: bool = False,
         **remote: Any,
     ):
         self.watch = watch
+        # With the writeback cache the kernel's pages may be dirty (written, not sent yet)
+        # while the server's attributes of the file are unchanged: contents read ahead must not
+        # be pushed into them (FUSE_NOTIFY_STORE overwrites dirty pages).  They still serve
+        # READs, which the kernel sends only for pages it does not hold.
+        self.push_pages = not writeback_cache
         self.policy = CachePolicy(entry_timeout, attr_timeout, negative_timeout, long_timeout)
         self.remote = RemoteFileSystem(
             address, share, opens=not watch, policy=self.policy, **remote
@@ -91,7 +98,8 @@ class WatchedShare(Layer):
         if self.watch and self.stream is None:
             self.stream = ChangeStream(self)
             self.stream.start()
-            self.read_ahead.start()
+            if self.push_pages:
+                self.read_ahead.start()
         if self.remote.max_nodes and self.trimmer is None:
             self.trimmer = Trimmer(
                 self.remote.session.counts, self.remote.max_nodes, self.names, self.invalidate
