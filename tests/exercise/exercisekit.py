@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -52,8 +53,8 @@ def run_exerciser(module: str, args: list[str], timeout: float) -> str:
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{' '.join(cmd)} did not finish in {timeout} s\n{exc.stderr or ''}")
     if done.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} exited with {done.returncode}\n{done.stdout}\n{done.stderr}",
-            pytrace=False,
-        )
+        how = f"exited with {done.returncode}"
+        if done.returncode == -signal.SIGBUS:
+            how = "was killed by SIGBUS (a mapped page past the file's end: its size shrank)"
+        pytest.fail(f"{' '.join(cmd)} {how}\n{done.stdout}\n{done.stderr}", pytrace=False)
     return done.stdout

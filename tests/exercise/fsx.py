@@ -23,6 +23,7 @@ import collections
 import ctypes
 import ctypes.util
 import errno
+import faulthandler
 import mmap
 import os
 import random
@@ -392,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reopen-every", type=int, default=100, help="1 in N ops: close/open")
     parser.add_argument("--host-copy", help="after the end: this path must hold the same bytes")
     args = parser.parse_args(argv)
+    # A mapped access past the file's end (its size shrank under a mapping) is SIGBUS, which
+    # Python cannot catch: at least say where.
+    faulthandler.enable()
     fsx = Fsx(args.path, args.seed, args.mmap, args.max_len, args.max_op, args.reopen_every)
     started = time.monotonic()
     try:
