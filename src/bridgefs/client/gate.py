@@ -110,6 +110,25 @@ class ReplayGate(Layer):
             raise FsError(errno.ENODATA)  # the kernel checking security.capability before a write
         return self.inner.getxattr(ctx, ino, name)
 
+    def fallocate(
+        self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int
+    ) -> None:
+        if not self._replaying(ctx):  # a replayed modification (modify.py): nothing to do
+            self.inner.fallocate(ctx, ino, _real(fh), offset, length, mode)
+
+    # --- I/O through a replay's open file ---------------------------------------------------------
+    # With the writeback cache the kernel writes a file's dirty pages through any of its open
+    # files, a replay's too (a host creation replayed while the VM writes the file): the pages
+    # are the VM's own and go to the node (fh 0: no open file).
+    def write(self, ctx: Context, ino: int, fh: int, offset: int, data: bytes, flags: int) -> int:
+        return self.inner.write(ctx, ino, _real(fh), offset, data, flags)
+
+    def read(self, ctx: Context, ino: int, fh: int, offset: int, size: int) -> bytes:
+        return self.inner.read(ctx, ino, _real(fh), offset, size)
+
+    def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
+        self.inner.fsync(ctx, ino, _real(fh), datasync)
+
     # --- what a replay opens ----------------------------------------------------------------------
     def open(self, ctx: Context, ino: int, flags: int) -> Opened:
         if self.opens and self._replaying(ctx):
@@ -123,3 +142,7 @@ class ReplayGate(Layer):
     def release(self, ctx: Context, ino: int, fh: int, flags: int) -> None:
         if fh != REPLAY_FH:
             self.inner.release(ctx, ino, fh, flags)
+
+
+def _real(fh: int) -> int:
+    return 0 if fh == REPLAY_FH else fh

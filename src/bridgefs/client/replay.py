@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from bridgefs.client.beneath import open_dir_beneath
 from bridgefs.client.convert import ChangeKind as Kind
 from bridgefs.client.convert import HostChange
+from bridgefs.client.host_sizes import HostSizes
+from bridgefs.client.modify import modify_in_place
 from bridgefs.client.names import NameTable
 from bridgefs.fuse.filesystem import Attr, Context, Entry, FsError, Opened
 
@@ -50,7 +52,9 @@ def is_fake(ino: int) -> bool:
 class Replayer:
     """``server_lookup(parent, name)``: the node a name stands for on the server now, with a
     reference that ``give_back(ino)`` returns when the kernel is not handed it;
-    ``forget_name(parent, name)``: the replay starts from "not there yet" (an invalidation)."""
+    ``forget_name(parent, name)``: the replay starts from "not there yet" (an invalidation);
+    ``host_attr(ino)``: the node's attributes on the server now, no cache between;
+    ``sizes``: the host sizes seen (host_sizes.py), which tell a host truncate apart."""
 
     def __init__(
         self,
@@ -58,8 +62,12 @@ class Replayer:
         server_lookup: Callable[[int, bytes], Entry],
         give_back: Callable[[int], None],
         forget_name: Callable[[int, bytes], None],
+        host_attr: Callable[[int], Attr | None] | None = None,
+        sizes: HostSizes | None = None,
     ):
         self.names = names
+        self._host_attr = host_attr or (lambda ino: None)
+        self.sizes = sizes or HostSizes()
         self._server_lookup = server_lookup
         self._give_back = give_back
         self._forget_name = forget_name
@@ -172,7 +180,7 @@ class Replayer:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     return False
-                os.ftruncate(fd, os.fstat(fd).st_size)  # IN_MODIFY; closing: IN_CLOSE_WRITE
+                self._modify(fd, plan.path)  # IN_MODIFY; closing: IN_CLOSE_WRITE
             finally:
                 os.close(fd)
             return True
@@ -190,6 +198,22 @@ class Replayer:
                 os.close(dest_parent)
             return True
         return False
+
+    def _modify(self, fd: int, path: list[bytes]) -> None:
+        """A host change of the contents of the file open as ``fd``, made on the mount.  The
+        rule (docs/ARCHITECTURE.md, cache rules): the VM's size becomes max(the host's, its
+        own), since the VM's may be ahead with writes not on the host yet; a host truncate
+        (the host shorter than it was seen: host_sizes.py) wins and is replayed as one."""
+        ino = self.names.resolve(path)[-1]  # (the open put the name in the table)
+        seen = self.sizes.largest(ino) if ino is not None else 0
+        host = self._host_attr(ino) if ino is not None else None
+        if host is not None and ino is not None and host.size < seen:
+            os.ftruncate(fd, host.size)  # the kernel drops its pages past it
+            self.sizes.set(ino, host.size)
+            return
+        if host is not None and ino is not None:
+            self.sizes.seen(ino, host.size)
+        modify_in_place(fd, host.size if host is not None else 0)
 
     def _server_node(self, path: list[bytes]) -> Entry | None:
         """The node at ``path`` as the server has it now, its parent put in the kernel's cache

@@ -6,6 +6,7 @@ The stack the kernel's requests go through, outermost first:
     JournalingLayer  changes made through the mount, into the change journal (journal.py)
     NamingLayer    records every name the kernel is handed (names.py)
     ReplayGate     answers a replay's requests from its plan (replay.py)
+    SizeWatch      the largest size the host was seen with, per file (host_sizes.py)
     CachingLayer   answers from what is known while changes stream in; drops what changes
     RemoteFileSystem   one round trip per operation (session.py, listings.py, writes.py)
 
@@ -28,6 +29,7 @@ from bridgefs.client.caching import CachingLayer
 from bridgefs.client.changes import ChangeStream
 from bridgefs.client.convert import HostChange
 from bridgefs.client.gate import ReplayGate
+from bridgefs.client.host_sizes import HostSizes, SizeWatch
 from bridgefs.client.invalidate import Invalidator, KernelNotifier
 from bridgefs.client.journal import ChangeJournal
 from bridgefs.client.journaling import JournalingLayer
@@ -38,7 +40,7 @@ from bridgefs.client.read_ahead import ReadAhead
 from bridgefs.client.remote import RemoteFileSystem
 from bridgefs.client.replay import Replayer
 from bridgefs.client.trim import Trimmer
-from bridgefs.fuse.filesystem import Notifier
+from bridgefs.fuse.filesystem import Attr, Context, FsError, Notifier
 
 
 class WatchedShare(Layer):
@@ -78,10 +80,17 @@ class WatchedShare(Layer):
         )
         self.remote.facts = self.caching
         self.invalidate = Invalidator(self.notifier, self.names, self.remote.listings, self.caching)
+        sizes = HostSizes()
         self.replayer = Replayer(
-            self.names, self.remote.server_lookup, self.remote.give_back, self.invalidate.entry
+            self.names,
+            self.remote.server_lookup,
+            self.remote.give_back,
+            self.invalidate.entry,
+            self._host_attr,
+            sizes,
         )
-        naming = NamingLayer(ReplayGate(self.caching, self.replayer), self.names)
+        gate = ReplayGate(SizeWatch(self.caching, sizes), self.replayer)
+        naming = NamingLayer(gate, self.names)
         self.remote.session.locate = naming.locate
         # (Without the stream the journal never follows: every answer is "everything".)
         self.journal = ChangeJournal()
@@ -144,6 +153,12 @@ class WatchedShare(Layer):
     def use_long_caches(self, on: bool) -> None:
         # (Turned off, everything remembered is dropped by the invalidation that follows.)
         self.policy.use_long(on)
+
+    def _host_attr(self, ino: int) -> Attr | None:
+        try:
+            return self.remote.getattr(Context(), ino, None).attr  # (no cache: the server's)
+        except FsError:
+            return None
 
     def replay(self, change: HostChange) -> bool:
         return bool(self.replayer.mountpoint) and self.replayer.replay(change)
