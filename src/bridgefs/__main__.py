@@ -102,7 +102,6 @@ def _use_credentials(args: argparse.Namespace) -> None:
 
 
 def _fuse_config(args: argparse.Namespace):
-    import logging
 
     from .fuse.device import MountOptions
     from .fuse.negotiate import Tuning
@@ -115,11 +114,6 @@ def _fuse_config(args: argparse.Namespace):
     options = MountOptions(
         allow_other=allow_other, default_permissions=True, read_only=args.read_only
     )
-    if args.writeback_cache and getattr(args, "no_events", False):
-        logging.getLogger("bridgefs").warning(
-            "--writeback-cache with --no-events: files the host changes keep the size and mtime "
-            "the VM last had for them"
-        )
     return options, Tuning(writeback_cache=args.writeback_cache)
 
 
@@ -306,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         return serve_main(argv[1:])
     import logging
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "writeback_cache", False) and getattr(args, "no_events", False):
+        # The kernel keeps its own size and mtime of files it caches for writeback: only the
+        # change stream tells it the host changed one.  Without it a host append would stay
+        # invisible, so the pair is refused rather than served wrong.
+        parser.error(
+            "--writeback-cache needs host changes followed: not with --no-events (files the "
+            "host changed would keep the size and mtime the VM last had for them)"
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="bridgefs: %(levelname)s %(message)s",
