@@ -160,3 +160,17 @@ class Inotifywait:
     def close(self):
         self.proc.terminate()
         self.proc.wait(5)
+
+
+def assert_native_sequence(events: list, existing=()) -> set:
+    """``events`` (as Inotifywait gives them) are a sequence native inotify could give: a name is
+    deleted or moved away only while it is there (``existing``, or created or moved in before).
+    Returns the names there at the end."""
+    present = set(existing)
+    for flags, path in events:
+        if "CREATE" in flags or "MOVED_TO" in flags:
+            present.add(path)
+        elif "DELETE" in flags or "MOVED_FROM" in flags:
+            assert path in present, f"{sorted(flags)} of {path}, never there: {events}"
+            present.discard(path)
+    return present

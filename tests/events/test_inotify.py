@@ -1,8 +1,9 @@
 """Watchers inside the mount hear host-side changes, with the right names and kinds."""
 
 import os
+import subprocess
 
-from eventkit import wait_settled
+from eventkit import assert_native_sequence, wait_settled
 
 
 def test_host_changes_reach_inotifywait(watched_share, inotify):
@@ -88,3 +89,31 @@ def test_a_file_created_and_deleted_at_once_is_never_heard_deleted_unseen(watche
             created.discard(path)
     for i in range(50):
         assert f"kept-{i}" in created, f"kept-{i} was never heard of: {events}"
+
+
+def test_a_burst_of_blinking_files_is_heard_in_a_native_order(watched_share, inotify):
+    """`printf x > new; rm new` over and over on the host, one name: whatever the watcher hears
+    of it, each DELETE follows a CREATE of the name."""
+    host, _ = watched_share
+    subprocess.run(
+        ["sh", "-c", 'for i in $(seq 200); do printf x > "$1/new"; rm "$1/new"; done', "sh", host],
+        check=True,
+    )
+    (host / "end").mkdir()
+    present = assert_native_sequence(inotify.until("CREATE", "end"))
+    assert "new" not in present
+
+
+def test_a_rename_chain_is_heard_in_a_native_order(watched_share, inotify):
+    """a -> b -> c on the host, for many files at once: the watcher never hears a name moved
+    away that it never heard arrive, and hears each file end as c.  (A name it heard arrive
+    whose move on came too late to be replayed stays in its view: a.)"""
+    host, _ = watched_share
+    for i in range(50):
+        (host / f"a{i}").write_bytes(b"x")
+        os.rename(host / f"a{i}", host / f"b{i}")
+        os.rename(host / f"b{i}", host / f"c{i}")
+    (host / "end").mkdir()
+    present = assert_native_sequence(inotify.until("CREATE", "end"))
+    for i in range(50):
+        assert f"c{i}" in present and f"b{i}" not in present, present

@@ -244,3 +244,20 @@ def test_host_rewrites_a_header_while_the_vm_appends(shared_mount):
     assert len(data) == (VM_BLOCKS + 1) * BLOCK
     lost = [i for i, offset in enumerate(offsets) if data[offset : offset + BLOCK] != vm_record(i)]
     assert not lost, f"{len(lost)} of {len(offsets)} VM records are not on the host: {lost[:10]}"
+
+
+def test_a_host_truncate_wins(shared_mount):
+    """The host shortening a file the VM wrote is a real change: the VM sees the shorter size
+    (with the writeback cache too, where the kernel otherwise keeps its own size)."""
+    host, mnt = shared_mount
+    with open(mnt / "cut", "wb") as f:
+        f.write(vm_record(0) * 8)
+        f.flush()
+        os.fsync(f.fileno())
+    wait_until(lambda: (host / "cut").stat().st_size == 8 * BLOCK, what="the VM's file on the host")
+    assert (mnt / "cut").stat().st_size == 8 * BLOCK
+    os.truncate(host / "cut", 3 * BLOCK)
+    wait_until(
+        lambda: (mnt / "cut").stat().st_size == 3 * BLOCK, what="the VM sees the host's truncate"
+    )
+    assert (mnt / "cut").read_bytes() == vm_record(0) * 3

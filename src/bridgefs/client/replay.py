@@ -43,6 +43,7 @@ class Plan:
     is_dir: bool = False
     node: Entry | None = None  # the real node (CREATED: as created; MOVED: as moved)
     node_used: bool = False  # handed to the kernel (else its reference goes back)
+    arrive: bool = False  # MOVED from a name the watchers never saw: created there first
 
 
 def is_fake(ino: int) -> bool:
@@ -97,8 +98,13 @@ class Replayer:
                 if plan.node is None:  # gone again already: a later change says so
                     self._mark_unseen(at)
                     return False
+            if plan.arrive and not self._arrive(plan):
+                return False
             self.plan = plan
-            return self._perform(plan)
+            done = self._perform(plan)
+            if plan.arrive and not done:
+                self._forget_at(plan.path)  # the name it made is not the node's any more
+            return done
         except OSError as exc:
             log.debug(
                 "replay of %s /%s failed: %s",
@@ -106,6 +112,8 @@ class Replayer:
                 b"/".join(plan.path).decode(errors="replace"),
                 exc,
             )
+            if plan.arrive:
+                self._forget_at(plan.path)
             return False
         finally:
             self.plan = None
@@ -114,9 +122,9 @@ class Replayer:
 
     def _plan(self, change: HostChange) -> Plan | None:
         """What to replay so that the VM's watchers hear a sequence native inotify could give:
-        a name they never saw created is not deleted before their eyes.  (A move of one is
-        replayed as a move: editors save by renaming a fresh temporary file over the old one,
-        and a watcher waits for the MOVED_TO.)"""
+        a name they never saw created is not deleted or moved away before their eyes.  (A move
+        of one is replayed as its creation, then the move: editors save by renaming a fresh
+        temporary file over the old one, and a watcher waits for the MOVED_TO.)"""
         path, dest = tuple(change.path), tuple(change.dest)
         if not path or (change.kind == Kind.MOVED and not dest):
             return None
@@ -126,9 +134,27 @@ class Replayer:
             del self._unseen[path]
             return None
         elif change.kind == Kind.MOVED:
+            arrive = path in self._unseen
             self._unseen.pop(path, None)
             self._unseen.pop(dest, None)
+            return Plan(change.kind, list(path), list(dest), change.is_dir, arrive=arrive)
         return Plan(change.kind, list(path), list(dest), change.is_dir)
+
+    def _arrive(self, move: Plan) -> bool:
+        """The creation of a move's source, with the node the move is of: the kernel then
+        holds the name (for as long as the node's entry is valid) and the move finds it."""
+        made = Plan(Kind.CREATED, move.path, is_dir=move.is_dir, node=move.node)
+        self.plan = made
+        try:
+            return self._perform(made)
+        finally:
+            self.plan = None
+            move.node_used = made.node_used
+
+    def _forget_at(self, path: list[bytes]) -> None:
+        parent = self.names.resolve(path[:-1])[-1]
+        if parent is not None:
+            self._forget_name(parent, path[-1])
 
     def _mark_unseen(self, path: list[bytes]) -> None:
         self._unseen[tuple(path)] = None
