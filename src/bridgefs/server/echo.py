@@ -8,65 +8,66 @@ back.  The server tracks no paths, so a mutation is recorded by inode identity:
   then forgotten, so a host program that removes the file the session just created is still
   reported.  A creation also remembers the node it made: a CREATED of that name that finds
   another node there is a host program's, even if the session's own event never came.
-* A node change (write, setattr, xattrs...) as the node's (st_dev, st_ino) and its stamp (ctime
-  and friends) once the change is done.  A content or attribute change is an echo while the node
-  still has that stamp (or the mutation is still running): a host edit a moment later changes
-  ctime and gets through, however long the record lives.  Entry changes record the stamp of the
-  node left under the name too, since creating a file also reports its mode fix-up, and
-  truncating open reports a modification.  An entry change also changes the stamp of its
-  directory, and of a node that keeps other links when one of its names goes: both are recorded
-  too, or a change looked at after them (the watcher is behind) would find a stamp the session
-  left but never recorded, and be sent back as news.
+* A node change (write, setattr, xattrs...) as the node's (st_dev, st_ino) and the state it left
+  the node in (its stamp: ctime and friends, as the server fstats it when the call is done).  A
+  content or attribute change is an echo while the node is still in the state the session's last
+  call left it in (or one of its calls is still running): a host edit changes ctime and gets
+  through, however long after.  The watcher stats a node a moment before it asks: a stamp that
+  is not the last one is looked at again, under the log's lock, so a call of the session ending
+  in between cannot make its own change look like news.  The session also knows what state it
+  left a node in when it next changes it: found in another state (a host or another session
+  changed it, and that change may not have been looked at yet), the next change of the node is
+  news even if the session's own call has left the node as it last saw it.  Entry changes record
+  the stamp of the node left under the name too, since creating a file also reports its mode
+  fix-up, and truncating open reports a modification.  An entry change also changes the stamp of
+  its directory, and of a node that keeps other links when one of its names goes: both are
+  recorded too.
 
 How long a change takes to come back depends on how far the watcher is behind, which under load
-(an unpack of thousands of files on a busy host) is many seconds.  So records do not expire by a
-short wall-clock time: an expectation lasts until its change comes, and ``TTL`` is only the safety
-net for changes the watcher never reports (a file made and removed inside a directory before
-the watcher saw the directory).  At most ``LIMIT`` records are kept; past that the expired go
-first, then the oldest node records (a lost one costs at worst an echoed modification), and the
-oldest expectations only last.  Nothing is recorded while the session has no Watch stream.
+(an unpack of thousands of files on a busy host) is many seconds or minutes.  So nothing expires
+by time: an expectation lasts until its change comes (or a change of its name that is news
+shows it will never come: made inside a directory before the watcher saw the directory), a node
+record as long as there is room.  At most ``LIMIT`` records are kept; past that, with a log line,
+the least recently used node records go first (a lost one costs at worst an echoed
+modification, which the client replays harmlessly), the oldest expectations only last.  Nothing
+is recorded while the session has no Watch stream.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-import stat
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self, TypeVar
+from typing import TypeVar
 
-from bridgefs.change_kinds import ChangeKind
-from bridgefs.server import at
-from bridgefs.server.confine import Name, Refused, check_name
+from bridgefs.server.echo_ops import (
+    ADD,
+    CREATED,
+    DELETED,
+    MOVE,
+    MOVED,
+    NOOP,
+    REMOVE,
+    EntryOp,
+    Expect,
+    NodeOp,
+    NoOp,
+)
+from bridgefs.server.echo_ops import Key as Key
+from bridgefs.server.echo_ops import NameKey as NameKey
+from bridgefs.server.echo_ops import Stamp as Stamp
+from bridgefs.server.echo_ops import key_of as key_of
+from bridgefs.server.echo_ops import stamp_of as stamp_of
 
-TTL = 120.0
 LIMIT = 1 << 16
-STAMPS = 4
 
-CREATED, DELETED, MOVED = ChangeKind.CREATED, ChangeKind.DELETED, ChangeKind.MOVED
-_ADD = frozenset((CREATED,))
-_REMOVE = frozenset((DELETED,))
-# A rename is reported as MOVED, or as DELETED + CREATED when the observer could not pair it.
-_MOVE = frozenset((MOVED, DELETED, CREATED))
+log = logging.getLogger("bridgefs.server")
 
-
-Key = tuple[int, int]  # (st_dev, st_ino) of a node
-Stamp = tuple[int, int, int, int, int]  # what stamp_of gives
-NameKey = tuple[int, int, bytes]  # (st_dev, st_ino) of a directory, and a name in it
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-
-
-def stamp_of(st: os.stat_result) -> Stamp:
-    # ctime moves on every change of the inode; the rest tells two changes in one clock tick apart.
-    return (st.st_ctime_ns, st.st_mtime_ns, st.st_size, st.st_nlink, st.st_mode)
-
-
-def key_of(st: os.stat_result) -> Key:
-    return (st.st_dev, st.st_ino)
 
 
 @dataclass(slots=True)
@@ -75,66 +76,39 @@ class Probe:
 
     ``entries``: (parent key, name) of each name the change is about (two for MOVED), the key
     None when the parent directory cannot be found any more;
-    ``node``: (key, stamp) of what the path names now, None if nothing."""
+    ``node``: (key, stamp) of what the path names now, None if nothing;
+    ``again``: stats the path once more, for a stamp that may have been taken too early."""
 
     kind: int
     entries: tuple[tuple[Key | None, bytes], ...] = ()
     node: tuple[Key, Stamp] | None = None
+    again: Callable[[], tuple[Key, Stamp] | None] | None = None
 
 
 class _Node:
-    # The last few stamps this session left the node with: the watcher stats a node some time
-    # before it asks, so a change can be looked at with the stamp of one of the session's
-    # earlier changes while the next one already ended.  A host's change never has one of them.
-    __slots__ = ("pending", "stamps", "expires")
+    """``last``: the stamp the session's last call left the node with; ``seen``: the last stamp a
+    change sent to the session as news found; ``foreign``: a call of the session found the node
+    in neither state, so someone else changed it and the next change looked at is news."""
+
+    __slots__ = ("pending", "last", "seen", "foreign")
 
     def __init__(self) -> None:
-        self.pending, self.expires = 0, 0.0
-        self.stamps: tuple[Stamp, ...] = ()
-
-
-class _Expect:
-    """One mutation's change(s) not seen yet: ``count`` changes of one of ``kinds``; ``node``
-    is the key of the node a creation made (None: any)."""
-
-    __slots__ = ("kinds", "count", "node")
-
-    def __init__(self, kinds: frozenset[int], count: int):
-        self.kinds, self.count = kinds, count
-        self.node: Key | None = None
+        self.pending = 0
+        self.last: Stamp | None = None
+        self.seen: Stamp | None = None
+        self.foreign = False
 
 
 class _Name:
-    __slots__ = ("expect", "expires")
+    __slots__ = ("expect",)
 
     def __init__(self) -> None:
-        self.expect: list[_Expect] = []
-        self.expires = 0.0
-
-
-class _NoOp:
-    """What recording returns while the session does not watch."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def cancel(self) -> None:
-        pass
-
-
-_NOOP = _NoOp()
+        self.expect: list[Expect] = []
 
 
 class EchoLog:
-    def __init__(
-        self, ttl: float = TTL, limit: int = LIMIT, clock: Callable[[], float] = time.monotonic
-    ):
-        self.ttl, self.limit, self.clock = ttl, limit, clock
+    def __init__(self, limit: int = LIMIT):
+        self.limit = limit
         self._lock = threading.Lock()
         self._watching = 0
         self._nodes: dict[Key, _Node] = {}
@@ -142,7 +116,6 @@ class EchoLog:
         # name -> keys of _names with that name: a change whose directory is gone already is
         # matched by name alone, and a removed tree reports thousands of those.
         self._by_name: dict[bytes, set[NameKey]] = {}
-        self._next_sweep = 0.0
         self.evicted = 0  # records dropped to stay within the limit before their change came
 
     def watching(self, on: bool) -> None:
@@ -165,46 +138,46 @@ class EchoLog:
         return len(self._nodes) + len(self._names)
 
     # --- recording: LocalFs wraps each mutation in one of these ------------------------------
-    def added(self, dirfd: int, name: bytes) -> _EntryOp | _NoOp:
+    def added(self, dirfd: int, name: bytes) -> EntryOp | NoOp:
         """A name made; ``cancel()`` on the result when the name existed already (an open with
         O_CREAT of an existing file): no change will be reported for it."""
-        return _EntryOp(self, ((dirfd, name, _ADD, 1),)) if self._watching else _NOOP
+        return EntryOp(self, ((dirfd, name, ADD, 1),)) if self._watching else NOOP
 
-    def removed(self, dirfd: int, name: bytes) -> _EntryOp | _NoOp:
-        return _EntryOp(self, ((dirfd, name, _REMOVE, 1),)) if self._watching else _NOOP
+    def removed(self, dirfd: int, name: bytes) -> EntryOp | NoOp:
+        return EntryOp(self, ((dirfd, name, REMOVE, 1),)) if self._watching else NOOP
 
     def moved(
         self, olddir: int, name: bytes, newdir: int, new_name: bytes, exchange: bool
-    ) -> _EntryOp | _NoOp:
+    ) -> EntryOp | NoOp:
         n = 2 if exchange else 1  # an exchange is reported as two moves
         return (
-            _EntryOp(self, ((olddir, name, _MOVE, n), (newdir, new_name, _MOVE, n)))
+            EntryOp(self, ((olddir, name, MOVE, n), (newdir, new_name, MOVE, n)))
             if self._watching
-            else _NOOP
+            else NOOP
         )
 
-    def node(self, fd: int) -> _NodeOp | _NoOp:
+    def node(self, fd: int) -> NodeOp | NoOp:
         """A change of the inode behind ``fd`` itself."""
-        return _NodeOp(self, fd) if self._watching else _NOOP
+        return NodeOp(self, fd) if self._watching else NOOP
 
-    def closing(self, fd: int) -> _NodeOp | _NoOp:
+    def closing(self, fd: int) -> NodeOp | NoOp:
         """A close of ``fd``: reported as a change only when it was open for writing."""
         if not self._watching:
-            return _NOOP
+            return NOOP
         try:
             writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
         except OSError:
-            return _NOOP
-        return _NodeOp(self, fd) if writable else _NOOP
+            return NOOP
+        return NodeOp(self, fd) if writable else NOOP
 
     # --- the tables (under the lock) ---------------------------------------------------------
     def _get(self, table: dict[_K, _V], key: _K, cls: Callable[[], _V]) -> _V:
-        rec = table.get(key)
+        rec = table.pop(key, None)  # put back at the end: the table is oldest use first
         if rec is None:
-            now = self.clock()
-            if now >= self._next_sweep or len(self._nodes) + len(self._names) >= self.limit:
-                self._trim(now)
-            rec = table[key] = cls()
+            if len(self._nodes) + len(self._names) >= self.limit:
+                self._trim()
+            rec = cls()
+        table[key] = rec
         return rec
 
     def _drop_name(self, key: NameKey) -> None:
@@ -215,18 +188,11 @@ class EchoLog:
             if not keys:
                 del self._by_name[key[2]]
 
-    def _trim(self, now: float) -> None:
-        self._next_sweep = now + self.ttl / 4
-        for key in [k for k, r in self._nodes.items() if r.expires < now and not r.pending]:
-            del self._nodes[key]
-        for name_key in [k for k, r in self._names.items() if r.expires < now]:
-            self._drop_name(name_key)
-        # Still full: down to three quarters at once, so this runs once per limit/4 records.
-        # Node records go first: losing one costs at worst an echoed modification, losing an
-        # expectation an echoed creation or deletion.
+    def _trim(self) -> None:
+        # Down to three quarters at once, so this runs once per limit/4 records.  Node records
+        # go first: losing one costs at worst an echoed modification, losing an expectation an
+        # echoed creation or deletion.
         excess = len(self._nodes) + len(self._names) - self.limit * 3 // 4
-        if excess <= 0:
-            return
         nodes = [k for k, r in self._nodes.items() if not r.pending][:excess]
         names = list(self._names)[: excess - len(nodes)]
         for key in nodes:
@@ -234,17 +200,24 @@ class EchoLog:
         for name_key in names:
             self._drop_name(name_key)
         self.evicted += len(nodes) + len(names)
+        log.warning(
+            "echo log full (%d records): forgot the %d oldest (%d nodes, %d names); changes of "
+            "those this session made may still come back to it",
+            self.limit,
+            len(nodes) + len(names),
+            len(nodes),
+            len(names),
+        )
 
-    def _expect(self, key: NameKey, kinds: frozenset[int], n: int) -> _Expect:
+    def _expect(self, key: NameKey, kinds: frozenset[int], n: int) -> Expect:
         with self._lock:
             rec = self._get(self._names, key, _Name)
             self._by_name.setdefault(key[2], set()).add(key)
-            item = _Expect(kinds, n)
+            item = Expect(kinds, n)
             rec.expect.append(item)
-            rec.expires = self.clock() + self.ttl
             return item
 
-    def _unexpect(self, key: NameKey, item: _Expect) -> None:
+    def _unexpect(self, key: NameKey, item: Expect) -> None:
         # The mutation failed or changed nothing: it will not be reported, so nothing may be
         # swallowed for it.
         with self._lock:
@@ -255,13 +228,26 @@ class EchoLog:
             if not rec.expect:
                 self._drop_name(key)
 
-    def _made(self, item: _Expect, node: Key) -> None:
+    def _done(self, item: Expect, node: Key | None = None) -> None:
+        """The mutation returned; ``node``: the key of the node a creation made."""
         with self._lock:
-            item.node = node
+            item.done = True
+            if node is not None:
+                item.node = node
 
-    def _node_begin(self, key: Key) -> None:
+    def _node_begin(self, key: Key, before: Stamp | None = None) -> None:
+        """A call of the session is about to change the node, found with stamp ``before``."""
         with self._lock:
-            self._get(self._nodes, key, _Node).pending += 1
+            rec = self._get(self._nodes, key, _Node)
+            if (
+                not rec.pending
+                and before is not None
+                and rec.last is not None
+                and before != rec.last
+                and before != rec.seen
+            ):
+                rec.foreign = True
+            rec.pending += 1
 
     def _node_end(self, key: Key, stamp: Stamp | None, counted: bool = True) -> None:
         with self._lock:
@@ -270,9 +256,8 @@ class EchoLog:
             rec = self._get(self._nodes, key, _Node)
             if counted and rec.pending:
                 rec.pending -= 1
-            if stamp is not None and stamp not in rec.stamps:
-                rec.stamps = (*rec.stamps[-(STAMPS - 1) :], stamp)
-            rec.expires = self.clock() + self.ttl
+            if stamp is not None:
+                rec.last = stamp
 
     # --- matching: the watcher asks once per change and session -------------------------------
     def _lookup_names(self, pkey: Key | None, name: bytes) -> list[NameKey]:
@@ -284,50 +269,77 @@ class EchoLog:
         return list(self._by_name.get(name, ()))
 
     def is_echo(self, probe: Probe) -> bool:
-        now = self.clock()
         with self._lock:
             if probe.kind in (CREATED, DELETED, MOVED):
                 hit = False
                 for pkey, name in probe.entries:  # a move uses up both of its names
                     for key in self._lookup_names(pkey, name):
-                        if self._use(key, probe.kind, probe.node, now):
+                        if self._use(key, probe.kind, probe):
                             hit = True
                             break
+                if not hit and probe.kind == CREATED and probe.node is not None:
+                    self._news_at(probe)
                 return hit
             if probe.node is None:  # gone already: a change of the name still expected decides
-                return any(
-                    self._names[key].expires >= now
-                    for pkey, name in probe.entries
-                    for key in self._lookup_names(pkey, name)
-                )
+                return any(self._lookup_names(pkey, name) for pkey, name in probe.entries)
             node_key, stamp = probe.node
             rec = self._nodes.get(node_key)
-            return rec is not None and (
-                rec.pending > 0 or (rec.expires >= now and stamp in rec.stamps)
-            )
+            if rec is None:
+                return False
+            if rec.foreign:
+                rec.foreign = False
+            elif rec.pending or self._left_here(rec, node_key, stamp, probe):
+                return True
+            rec.seen = stamp
+            return False
 
-    def _made_here(self, item: _Expect, node: tuple[Key, Stamp] | None) -> bool:
+    def _left_here(self, rec: _Node, key: Key, stamp: Stamp, probe: Probe) -> bool:
+        """Whether the node is in the state the session's last call left it in.  A stamp taken
+        before that call ended is taken again: under the lock no call of the session can end
+        between that stat and the answer."""
+        if rec.last is None:
+            return False
+        if stamp == rec.last:
+            return True
+        now = probe.again() if probe.again is not None else None
+        return now is not None and now[0] == key and now[1] == rec.last
+
+    def _news_at(self, probe: Probe) -> None:
+        """A creation that is not the session's, its node still there: an expectation of the
+        name whose mutation is done and whose change has not come by now is older than that
+        node, and never will come (it was made where the watcher did not look yet).  Kept, it
+        would swallow the host's removal of the node."""
+        for pkey, name in probe.entries:
+            if pkey is None:  # by name alone: too wide to forget anything by
+                continue
+            key = (pkey[0], pkey[1], name)
+            rec = self._names.get(key)
+            if rec is None:
+                continue
+            rec.expect = [e for e in rec.expect if not e.done]
+            if not rec.expect:
+                self._drop_name(key)
+
+    def _made_here(self, item: Expect, probe: Probe) -> bool:
         """Whether the node a CREATED finds under the name (None: nothing any more, which
         cannot be told apart) is the one ``item``'s creation made and nobody else touched since:
         an inode number is soon reused, its stamp is not."""
+        node = probe.node
         if node is None or item.node is None:
             return True
         key, stamp = node
         if item.node != key:
             return False
         rec = self._nodes.get(key)
-        return rec is None or rec.pending > 0 or stamp in rec.stamps
+        return rec is None or rec.pending > 0 or self._left_here(rec, key, stamp, probe)
 
-    def _use(self, key: NameKey, kind: int, node: tuple[Key, Stamp] | None, now: float) -> bool:
+    def _use(self, key: NameKey, kind: int, probe: Probe) -> bool:
         """Use up one expectation of ``kind`` (the oldest): the next change of this name is
         news.  A creation is this session's only if the node under the name is the one it
         made."""
         rec = self._names[key]
-        if rec.expires < now:
-            self._drop_name(key)
-            return False
         for item in rec.expect:
-            if kind in item.kinds and (kind != CREATED or self._made_here(item, node)):
+            if kind in item.kinds and (kind != CREATED or self._made_here(item, probe)):
                 item.count -= 1
                 if item.count <= 0:
                     rec.expect.remove(item)
@@ -335,121 +347,3 @@ class EchoLog:
                         self._drop_name(key)
                 return True
         return False
-
-
-class _EntryOp:
-    __slots__ = ("log", "items", "keys", "dirs", "kept")
-
-    def __init__(self, log: EchoLog, items: tuple[tuple[int, bytes, frozenset[int], int], ...]):
-        self.log, self.items = log, items
-        self.keys: list[tuple[NameKey, int, bytes, frozenset[int], _Expect]] = []
-        self.dirs: list[tuple[int, Key]] = []  # (dirfd, key) of each directory changed
-        self.kept: list[tuple[int, Key]] = []  # (O_PATH fd, key) of nodes losing one name
-
-    def __enter__(self) -> Self:
-        # Expected before the syscall, as the watcher may see the change before it returns.
-        # Bookkeeping never fails a mutation: a directory that cannot be stat'ed is not recorded.
-        for dirfd, name, kinds, n in self.items:
-            try:
-                dkey = key_of(os.fstat(dirfd))
-            except OSError:
-                continue
-            key = (dkey[0], dkey[1], name)
-            self.keys.append((key, dirfd, name, kinds, self.log._expect(key, kinds, n)))
-            # The directory's stamp changes too: pending until its new stamp is known.
-            self.log._node_begin(dkey)
-            self.dirs.append((dirfd, dkey))
-            if kinds is not _ADD:
-                self._keep(dirfd, name)
-        return self
-
-    def _keep(self, dirfd: int, name: bytes) -> None:
-        """A node with other links survives losing ``name`` with a new stamp (nlink, ctime), and
-        no name of it is looked at afterwards: hold it by an O_PATH fd to learn that stamp."""
-        checked = _component(name)
-        if checked is None:
-            return
-        try:
-            st = at.stat(dirfd, checked)
-            if stat.S_ISDIR(st.st_mode) or st.st_nlink < 2:
-                return
-            fd = at.lookup(dirfd, checked)
-        except (OSError, ValueError):
-            return
-        try:
-            key = key_of(os.fstat(fd))
-        except OSError:
-            os.close(fd)
-            return
-        self.log._node_begin(key)
-        self.kept.append((fd, key))
-
-    def cancel(self) -> None:
-        for key, _, _, _, item in self.keys:
-            self.log._unexpect(key, item)
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        for key, dirfd, name, kinds, item in self.keys:
-            if exc_type is not None:
-                self.log._unexpect(key, item)
-            # Whatever is under the name now is this session's doing.  Only a valid single
-            # component is looked at: a client's name is never resolved as a path.
-            checked = _component(name)
-            if checked is None:
-                continue
-            try:
-                st = at.stat(dirfd, checked)
-            except (OSError, ValueError):
-                continue
-            if kinds is _ADD and exc_type is None:
-                self.log._made(item, key_of(st))
-            self.log._node_end(key_of(st), stamp_of(st), counted=False)
-        for fd, node_key in self.kept:
-            try:
-                stamp: Stamp | None = stamp_of(os.fstat(fd))
-            except OSError:
-                stamp = None
-            finally:
-                os.close(fd)
-            self.log._node_end(node_key, stamp)
-        for dirfd, dkey in self.dirs:
-            try:
-                stamp = stamp_of(os.fstat(dirfd))
-            except OSError:
-                stamp = None
-            self.log._node_end(dkey, stamp)
-
-
-def _component(name: bytes) -> Name | None:
-    try:
-        return check_name(name)
-    except Refused:
-        return None
-
-
-class _NodeOp:
-    __slots__ = ("log", "fd", "key")
-
-    def __init__(self, log: EchoLog, fd: int):
-        self.log, self.fd = log, fd
-        self.key: Key | None = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.key = key_of(os.fstat(self.fd))
-        except OSError:
-            self.key = None
-            return self
-        self.log._node_begin(self.key)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.key is None:
-            return
-        try:
-            stamp = stamp_of(os.fstat(self.fd))
-        except OSError:
-            stamp = None
-        self.log._node_end(self.key, stamp)

@@ -40,7 +40,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from bridgefs.rpc import pb
-from bridgefs.server import at
+from bridgefs.server import at, testhook
 from bridgefs.server.changes import (
     CLOSED,
     CREATED,
@@ -58,7 +58,7 @@ from bridgefs.server.changes import (
     translate,
 )
 from bridgefs.server.confine import check_name
-from bridgefs.server.echo import Key, Probe, key_of, stamp_of
+from bridgefs.server.echo import Key, Probe, Stamp, key_of, stamp_of
 from bridgefs.server.shares import Share
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class ShareWatch(FileSystemEventHandler):
             probe = None
             for sub in self.subs:
                 echo = sub.session.echo
-                if echo:
+                if echo and not testhook.ECHO_OWN_CHANGES:
                     probe = probe or self._probe(change)
                     if echo.is_echo(probe):
                         continue
@@ -222,11 +222,14 @@ class ShareWatch(FileSystemEventHandler):
             if parts:
                 parent = self._stat(parts[:-1])
                 entries.append((key_of(parent) if parent is not None else None, parts[-1]))
-        node = None
-        if kind not in ENTRY_KINDS or kind == CREATED:  # a creation: whose node is there now
-            st = self._stat(path)
-            node = (key_of(st), stamp_of(st)) if st is not None else None
-        return Probe(kind, tuple(entries), node)
+        if kind in ENTRY_KINDS and kind != CREATED:
+            return Probe(kind, tuple(entries))
+        # A creation: whose node is there now; a change of a node: in which state.
+        return Probe(kind, tuple(entries), self._node_at(path), lambda: self._node_at(path))
+
+    def _node_at(self, path: Path) -> tuple[Key, Stamp] | None:
+        st = self._stat(path)
+        return (key_of(st), stamp_of(st)) if st is not None else None
 
 
 def _stop(observer: BaseObserver) -> None:
