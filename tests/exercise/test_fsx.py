@@ -25,6 +25,7 @@ import threading
 import pytest
 
 from exercisekit import MODES, exercise_mount, ops_from_env, run_exerciser
+from remotekit import mount_status
 
 OPS = ops_from_env("BRIDGEFS_FSX_OPS", 3000)
 SEED = ops_from_env("BRIDGEFS_FSX_SEED", 0)
@@ -45,6 +46,22 @@ def test_fsx(tmp_path, mode, mmap):
     with exercise_mount(tmp_path, MODES[mode]) as (host, mnt):
         out = _fsx(host, mnt, seed=sorted(MODES).index(mode) * 2 + mmap, mmap=mmap)
     print(out)
+
+
+@pytest.mark.timeout(TIMEOUT + 60)
+@pytest.mark.parametrize("mmap", [False, True], ids=["io", "mmap"])
+@pytest.mark.parametrize("mode", ["default", "writeback-cache"])
+def test_fsx_hearing_every_own_change_back(tmp_path, monkeypatch, mode, mmap):
+    """The server's echo suppression off (server/testhook.py): each of fsx's changes comes back
+    as a host change and is replayed while fsx goes on.  A replay reads the host's size before
+    the kernel takes the inode's lock for it, so fsx truncating meanwhile must not see its file
+    raised or cut back to a size from before its truncate."""
+    monkeypatch.setenv("BRIDGEFS_TEST_ECHO_OWN_CHANGES", "1")  # inherited by the server
+    with exercise_mount(tmp_path, MODES[mode]) as (host, mnt):
+        out = _fsx(host, mnt, seed=200 + mmap, mmap=mmap)
+        heard = mount_status(mnt)["received"]
+    assert heard > OPS // 10, heard  # fsx's own changes did come back
+    print(out, f"({heard} changes heard back)")
 
 
 class _HostNeighbour:

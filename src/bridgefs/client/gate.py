@@ -9,6 +9,7 @@ import dataclasses
 import errno
 
 from bridgefs.client.layer import Layer
+from bridgefs.client.modify import FALLOC_FL_KEEP_SIZE
 from bridgefs.client.replay import REPLAY_FH, Replayer, is_fake
 from bridgefs.fuse.filesystem import (
     AttrReply,
@@ -91,6 +92,8 @@ class ReplayGate(Layer):
         if is_fake(ino):
             return AttrReply(self.replayer.fake_attr(ino), 0)
         if self._replaying(ctx) or fh == REPLAY_FH:
+            if changes.size is not None and not self.replayer.sizes_unchanged():
+                raise FsError(errno.ESTALE)  # a host truncate judged by sizes a VM's overtook
             return self._replayed_setattr(ctx, ino, changes)
         return self.inner.setattr(ctx, ino, changes, fh)
 
@@ -113,8 +116,12 @@ class ReplayGate(Layer):
     def fallocate(
         self, ctx: Context, ino: int, fh: int, offset: int, length: int, mode: int
     ) -> None:
-        if not self._replaying(ctx):  # a replayed modification (modify.py): nothing to do
+        if not self._replaying(ctx):
             self.inner.fallocate(ctx, ino, _real(fh), offset, length, mode)
+        elif not mode & FALLOC_FL_KEEP_SIZE and not self.replayer.sizes_unchanged():
+            # A replayed modification (modify.py) answered 0 raises the kernel's size to the
+            # host size read before a truncate of the VM's own that landed since.
+            raise FsError(errno.ESTALE)
 
     # --- I/O through a replay's open file ---------------------------------------------------------
     # With the writeback cache the kernel writes a file's dirty pages through any of its open

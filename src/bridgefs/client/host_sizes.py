@@ -19,6 +19,7 @@ answered from its plan are not the host's).  Lock: ``HostSizes._lock`` is a leaf
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 from collections.abc import Iterable, Iterator
@@ -112,6 +113,12 @@ class SizeWatch(Layer):
         else:
             self._seen(ino, reply.attr, token)
         return reply
+
+    def open(self, ctx: Context, ino: int, flags: int) -> Opened:
+        opened = self.inner.open(ctx, ino, flags)
+        if flags & os.O_TRUNC:
+            self.sizes.set(ino, 0)  # the kernel's size is 0 too once this is answered
+        return opened
 
     def write(self, ctx: Context, ino: int, fh: int, offset: int, data: bytes, flags: int) -> int:
         token = self.sizes.token()

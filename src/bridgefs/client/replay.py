@@ -33,6 +33,8 @@ FAKE_NODE_BASE = 1 << 62
 # Paths whose creation was never replayed, remembered at most; past it the oldest go (a later
 # deletion of one of those is then replayed, as it was before this was remembered).
 MAX_UNSEEN = 65_536
+# Attempts at replaying a modification with sizes no truncate of the VM's own overtook.
+MODIFY_TRIES = 8
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Replayer:
         self._fake_next = FAKE_NODE_BASE
         self._fakes: dict[int, Attr] = {}
         self._lock = threading.Lock()
+        self._size_token: int | None = None  # the sizes' token a running _modify read
         # Paths created on the host and gone again before their creation could be replayed:
         # the VM's watchers never saw them, so their deletion (or move away) is not theirs to
         # hear either.  Only the replay thread uses it.
@@ -229,17 +232,42 @@ class Replayer:
         """A host change of the contents of the file open as ``fd``, made on the mount.  The
         rule (docs/ARCHITECTURE.md, cache rules): the VM's size becomes max(the host's, its
         own), since the VM's may be ahead with writes not on the host yet; a host truncate
-        (the host shorter than it was seen: host_sizes.py) wins and is replayed as one."""
+        (the host shorter than it was seen: host_sizes.py) wins and is replayed as one.
+
+        The sizes are read before the kernel takes the inode's lock for the replay's call, so a
+        truncate of the VM's own can land in between; the gate then refuses the call (ESTALE,
+        ``sizes_unchanged``) and the sizes are read again: raised or cut to a size from before
+        that truncate, the file would have a size neither the VM nor the host gave it."""
         ino = self.names.resolve(path)[-1]  # (the open put the name in the table)
-        seen = self.sizes.largest(ino) if ino is not None else 0
-        host = self._host_attr(ino) if ino is not None else None
-        if host is not None and ino is not None and host.size < seen:
-            os.ftruncate(fd, host.size)  # the kernel drops its pages past it
-            self.sizes.set(ino, host.size)
-            return
-        if host is not None and ino is not None:
-            self.sizes.seen(ino, host.size)
-        modify_in_place(fd, host.size if host is not None else 0)
+        for _ in range(MODIFY_TRIES):
+            token = self.sizes.token()
+            seen = self.sizes.largest(ino) if ino is not None else 0
+            host = self._host_attr(ino) if ino is not None else None
+            self._size_token = token
+            try:
+                if host is not None and ino is not None and host.size < seen:
+                    os.ftruncate(fd, host.size)  # the kernel drops its pages past it
+                    self.sizes.set(ino, host.size)
+                    return
+                if host is not None and ino is not None:
+                    self.sizes.seen(ino, host.size, token)
+                modify_in_place(fd, host.size if host is not None else 0)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ESTALE:
+                    raise
+            finally:
+                self._size_token = None
+        # The VM keeps truncating: its own size stands, the watchers hear IN_MODIFY all the same.
+        modify_in_place(fd, 0)
+
+    def sizes_unchanged(self) -> bool:
+        """Whether a replay may set the file's size in the kernel from the sizes it read: no
+        size was set (a truncate of the VM's own) since.  Asked by the gate on the worker that
+        answers the replay's call, while the kernel holds the inode's lock: a truncate after
+        this waits for the replay's call to end."""
+        token = self._size_token
+        return token is None or token == self.sizes.token()
 
     def _server_node(self, path: list[bytes]) -> Entry | None:
         """The node at ``path`` as the server has it now, its parent put in the kernel's cache
