@@ -40,13 +40,32 @@ def _issue(t, path):
 def test_root_is_one_and_handles_are_never_reused(table):
     t, d = table
     a = _issue(t, d / "a")
-    assert a == 2
+    assert a > 1
     assert t.forget(a, 1)
     again = _issue(t, d / "a")
-    assert again == 3
+    assert again == a + 1
     assert _issue(t, d) == 1  # the root's own inode maps to the root handle
     with t.use(1) as fd:
         assert os.path.samestat(os.fstat(fd), os.stat(d))
+
+
+def test_numbers_start_anywhere(tmp_path):
+    # A number of a lost session, sent with a new session's token, names nothing there.
+    firsts = set()
+    for _ in range(2):
+        root = _path_fd(tmp_path)
+        st = os.fstat(root)
+        nodes = NodeTable(root, (st.st_dev, st.st_ino), limit=10)
+        files = OpenTable(limit=10)
+        (tmp_path / "f").write_bytes(b"")
+        h = _issue(nodes, tmp_path / "f")
+        fh = files.add(os.open(tmp_path / "f", os.O_RDONLY), "file", h)
+        firsts.add((h, fh))
+        files.close_all()
+        nodes.close_all()
+    assert len(firsts) == 2
+    for h, fh in firsts:
+        assert 1 < h < 1 << 40 and 0 < fh < 1 << 40
 
 
 def test_counts_per_inode(table):

@@ -2,6 +2,10 @@
 
 Node handles are what the client uses as FUSE node ids: the share root is 1, the rest come from a
 counter that never goes back within a session, so a forgotten handle never names another file.
+Both tables start their counters at a random number (``first_number``): a client whose server
+restarted may still send a number of the lost session with the new session's token (a request
+built as it resumed), and from a counter starting at the same place as before that number
+would name a file of the new session; from a random start it is one never issued.
 Each node holds an O_PATH fd and the number of times the server handed the handle out; Forget
 subtracts what the client received and the node is dropped at zero.  One host inode has one handle
 at a time (keyed by st_dev, st_ino), so a Lookup that races with a Forget either bumps the count
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +36,13 @@ if TYPE_CHECKING:
 FDS_PER_OPEN = 2  # an open directory also holds its scan's dup
 
 ROOT_HANDLE = 1
+# Below the client's epoch bits (client/session.py EPOCH_SHIFT, 40), with room to count on.
+NUMBER_SPAN = 1 << 38
+
+
+def first_number() -> int:
+    """Where a session's counter of handles or open files starts."""
+    return ROOT_HANDLE + 1 + secrets.randbelow(NUMBER_SPAN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +125,7 @@ class NodeTable(_Table):
         super().__init__()
         self._limit = limit
         self._account = account
-        self._next = ROOT_HANDLE + 1
+        self._first = self._next = first_number()
         root = Node(ROOT_HANDLE, root_fd, root_key, 1)
         self._nodes: dict[int, Node] = {ROOT_HANDLE: root}
         self._by_key: dict[tuple[int, int], Node] = {root_key: root}
@@ -160,7 +172,7 @@ class NodeTable(_Table):
 
     def _missing(self, handle: int) -> OSError:
         # A forgotten handle is an ordinary race; one never issued is a forgery worth a log line.
-        if handle >= self._next or handle <= 0:
+        if not self._first <= handle < self._next:
             return Refused(errno.ESTALE, f"node handle {handle} was never issued")
         return OSError(errno.ESTALE, f"node handle {handle} was forgotten")
 
@@ -211,7 +223,7 @@ class OpenTable(_Table):
         super().__init__()
         self._limit = limit
         self._account = account
-        self._next = 1
+        self._first = self._next = first_number()
         self._files: dict[int, OpenFile] = {}
         self.listed = ListingBudget(max_listed)  # what the session's directory handles keep
 
@@ -219,7 +231,7 @@ class OpenTable(_Table):
         return len(self._files)
 
     def _missing(self, fh: int, kind: str) -> OSError:
-        if fh >= self._next or fh <= 0:
+        if not self._first <= fh < self._next:
             return Refused(errno.EBADF, f"{kind} handle {fh} was never issued")
         return OSError(errno.EBADF, f"{kind} handle {fh} is not open (or not a {kind})")
 
