@@ -31,7 +31,7 @@ from bridgefs.client.facts import NO_FACTS, ReplyFacts
 from bridgefs.client.listings import Listings
 from bridgefs.client.node_writes import NodeWrites
 from bridgefs.client.releases import ReleaseQueue
-from bridgefs.client.session import CALL_TIMEOUT, ServerSession
+from bridgefs.client.session import CALL_TIMEOUT, EPOCH_SHIFT, ServerSession
 from bridgefs.client.writes import WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW,
@@ -127,6 +127,7 @@ class RemoteFileSystem(FileSystem):
             connect_timeout=connect_timeout,
             client_name=client_name,
         )
+        self.session.session_lost = self._session_lost
         self._stub = self.session.stub
         self.writes = NodeWrites(self.session, queue)
         self.read_only = read_only or self.session.read_only
@@ -154,6 +155,13 @@ class RemoteFileSystem(FileSystem):
 
     def _h(self, ino: int) -> int:
         return self.session.handle(ino)
+
+    def _f(self, fh: int) -> int:
+        return self.session.file(fh)
+
+    def _live(self, fh: int) -> bool:
+        """Whether open file ``fh`` is of the current session (a lost one's files are gone)."""
+        return fh >> EPOCH_SHIFT == self.session.epoch
 
     def _n(self, handle: int) -> int:
         return self.session.node(handle)
@@ -195,7 +203,7 @@ class RemoteFileSystem(FileSystem):
 
     def resume(self) -> bool:
         """Open a new session after the server lost ours (it restarted).  False if it is not
-        back yet.  Open files of the lost session stay lost (EBADF)."""
+        back yet.  Open files of the lost session stay lost (ESTALE)."""
         return self.session.resume(self._session_lost)
 
     def _session_lost(self) -> None:
@@ -384,8 +392,8 @@ class RemoteFileSystem(FileSystem):
     # --- attributes -----------------------------------------------------------------------------
     def getattr(self, ctx: Context, ino: int, fh: int | None) -> AttrReply:
         request = pb.GetAttrRequest(handle=self._h(ino))
-        if fh:  # 0: no open file (the kernel opens nothing in no-open mode)
-            request.fh = fh
+        if fh and self._live(fh):  # 0: no open file (no-open mode); a lost one: the node
+            request.fh = self._f(fh)
         reply = self._call(self._stub.GetAttr, request)
         return AttrReply(self._attr(reply.attr), self.attr_timeout)
 
@@ -402,7 +410,7 @@ class RemoteFileSystem(FileSystem):
             handle=self._h(ino), kill_suidgid=changes.kill_suidgid, caller=caller_of(ctx)
         )
         if fh:
-            request.fh = fh
+            request.fh = self._f(fh)
         if changes.mode is not None:
             request.mode = changes.mode
         uid = self._owner(changes.uid, self.owner.uid)
@@ -469,7 +477,7 @@ class RemoteFileSystem(FileSystem):
         stamp = (reply.attr.size, reply.attr.mtime_ns, reply.attr.ctime_ns)
         keep = self.policy.mode.trust_pages or self._stamps.get(ino) == stamp
         self._stamps[ino] = stamp
-        return Opened(fh=reply.fh, keep_cache=keep)
+        return Opened(fh=self.session.opened(reply.fh), keep_cache=keep)
 
     def create(
         self, ctx: Context, parent: int, name: bytes, mode: int, umask: int, flags: int
@@ -496,10 +504,10 @@ class RemoteFileSystem(FileSystem):
         self._stamps.pop(ino, None)
         if reply.created:
             self.facts.file_made(ino)
-        return self._entry(reply.entry), Opened(fh=reply.fh)
+        return self._entry(reply.entry), Opened(fh=self.session.opened(reply.fh))
 
     def read(self, ctx: Context, ino: int, fh: int, offset: int, size: int) -> bytes:
-        parts = []
+        parts, fh = [], self._f(fh)
         while size > 0:
             n = min(size, self.max_io)
             data = self._call(
@@ -527,9 +535,10 @@ class RemoteFileSystem(FileSystem):
             # has nothing to tell the server: ENOSYS makes the kernel stop sending FLUSH.
             raise FsError(errno.ENOSYS)
         err = self.writes.owed_error(ino, fh, any_file=False)
-        try:
+        try:  # (a file of a lost session: ESTALE, what became of its writes is not known)
             self._call(
-                self._stub.Flush, pb.FileRequest(handle=self._h(ino), fh=fh, lock_owner=lock_owner)
+                self._stub.Flush,
+                pb.FileRequest(handle=self._h(ino), fh=self._f(fh), lock_owner=lock_owner),
             )
         except FsError:
             if not err:
@@ -543,6 +552,9 @@ class RemoteFileSystem(FileSystem):
             # are closed on the server at once (fh 0): a RELEASE of one made before the kernel
             # entered that mode is of fh 0 too.
             return
+        if not self._live(fh):
+            return  # opened in a session the server lost, and closed with it
+        fh = self._f(fh)
         if self._releases is not None:
             self._releases.add(self._h(ino), fh)
         else:
@@ -556,10 +568,10 @@ class RemoteFileSystem(FileSystem):
 
     def fsync(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         err = self.writes.owed_error(ino, fh, any_file=True)
-        try:
+        try:  # (as flush: never 0 for a file of a lost session)
             self._call(
                 self._stub.Fsync,
-                pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
+                pb.FsyncRequest(handle=self._h(ino), fh=self._f(fh), datasync=datasync),
                 self.slow_timeout,
             )
         except FsError:
@@ -576,7 +588,7 @@ class RemoteFileSystem(FileSystem):
         self._call(
             self._stub.Fallocate,
             pb.FallocateRequest(
-                handle=self._h(ino), fh=fh, offset=offset, length=length, mode=mode
+                handle=self._h(ino), fh=self._f(fh), offset=offset, length=length, mode=mode
             ),
             self.slow_timeout,
         )
@@ -585,7 +597,7 @@ class RemoteFileSystem(FileSystem):
         return int(
             self._call(
                 self._stub.Lseek,
-                pb.LseekRequest(handle=self._h(ino), fh=fh, offset=offset, whence=whence),
+                pb.LseekRequest(handle=self._h(ino), fh=self._f(fh), offset=offset, whence=whence),
             ).offset
         )
 
@@ -608,10 +620,10 @@ class RemoteFileSystem(FileSystem):
                 self._stub.CopyFileRange,
                 pb.CopyFileRangeRequest(
                     handle_in=self._h(ino_in),
-                    fh_in=fh_in,
+                    fh_in=self._f(fh_in),
                     offset_in=off_in,
                     handle_out=self._h(ino_out),
-                    fh_out=fh_out,
+                    fh_out=self._f(fh_out),
                     offset_out=off_out,
                     length=length,
                     flags=flags,
@@ -624,7 +636,9 @@ class RemoteFileSystem(FileSystem):
     def opendir(self, ctx: Context, ino: int, flags: int) -> Opened:
         if not self.opens:
             raise FsError(errno.ENOSYS)  # no-open mode: the kernel stops sending OPENDIR
-        fh = self._call(self._stub.OpenDir, pb.NodeRequest(handle=self._h(ino))).fh
+        fh = self.session.opened(
+            self._call(self._stub.OpenDir, pb.NodeRequest(handle=self._h(ino))).fh
+        )
         self.listings.opened(fh, self.attr_timeout)
         cached = self.policy.mode.cache_listings
         return Opened(fh=fh, cache_dir=cached, keep_cache=cached)
@@ -652,7 +666,7 @@ class RemoteFileSystem(FileSystem):
                 self._stub.ReadDir,
                 pb.ReadDirRequest(
                     handle=self._h(ino),
-                    fh=fh,
+                    fh=self._f(fh),
                     offset=cookie,
                     plus=plus,
                     max_entries=self.readdir_batch,
@@ -701,11 +715,12 @@ class RemoteFileSystem(FileSystem):
 
     def releasedir(self, ctx: Context, ino: int, fh: int) -> None:
         self.listings.closed(fh)
-        self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=fh))
+        if self._live(fh):  # (one of a lost session was closed with it)
+            self._call(self._stub.ReleaseDir, pb.FileRequest(handle=self._h(ino), fh=self._f(fh)))
 
     def fsyncdir(self, ctx: Context, ino: int, fh: int, datasync: bool) -> None:
         self._call(
             self._stub.FsyncDir,
-            pb.FsyncRequest(handle=self._h(ino), fh=fh, datasync=datasync),
+            pb.FsyncRequest(handle=self._h(ino), fh=self._f(fh), datasync=datasync),
             self.slow_timeout,
         )

@@ -9,6 +9,13 @@ Node ids are the server's handles (the share root is 1) until the server forgets
 restarted): then ``resume`` handshakes again, and ids of later sessions carry the session's
 number ("epoch") above ``EPOCH_SHIFT``, so they never collide with ids the kernel still holds.
 An id from an earlier session is bound again, on first use, by looking its name up anew.
+Open files (fh) carry the epoch the same way, but are not bound again: the file was open only in
+the lost session, and the new one numbers its files from scratch, so an fh of another epoch is
+refused here (ESTALE) rather than sent, where its number could name a file opened since.
+
+A call the server answers with ESTALE may mean it lost the session: ``call`` then resumes
+(``resume`` pings first), so a mount without a change stream, whose thread would otherwise do
+it, attaches again too.
 """
 
 from __future__ import annotations
@@ -75,9 +82,12 @@ class ServerSession:
         self.epoch = 0
         # Set by whoever records names (the name table): finds a node again after a restart.
         self.locate: Locate = lambda ino: None
+        # Set by the owner of what belonged to a session: dropped when one is resumed.
+        self.session_lost: Callable[[], None] = lambda: None
         self._writes = writes
         self._rebound: dict[int, int] = {}
         self._resume_lock = threading.Lock()
+        self._closed = False
         self._client_name = client_name or f"{socket.gethostname()} pid {os.getpid()}"
         # BRIDGEFS_TOKEN_FILE and friends when the caller names none: mount --token-file sets it.
         creds = credentials if credentials is not None else ClientCredentials.from_environment()
@@ -122,7 +132,6 @@ class ServerSession:
             ping_interval=max(0.05, (hello.idle_timeout or 600.0) / 3),
         )
         self.counts.start()
-        self._closed = False
         self._close_lock = threading.Lock()
 
     def _handshake(self, connect_timeout: float) -> Any:
@@ -189,6 +198,8 @@ class ServerSession:
         self.rpc_stats.record(method_name(rpc), time.perf_counter_ns() - started, bool(reply.errno))
         self.counts.touch()
         if reply.errno:
+            if reply.errno == errno.ESTALE and rpc is not self.stub.Ping and not self._closed:
+                self.resume(self.session_lost)  # a restarted server: the next call succeeds
             raise FsError(reply.errno)
         return reply
 
@@ -243,6 +254,17 @@ class ServerSession:
             if handle is not None:
                 self.counts.give_back(handle)
 
+    def opened(self, fh: int) -> int:
+        """The fh the kernel is given for the server's open file ``fh`` (0: none)."""
+        return fh and (self.epoch << EPOCH_SHIFT) | fh
+
+    def file(self, fh: int) -> int:
+        """The server's open file of kernel fh ``fh`` (0: none); ESTALE if it was opened in a
+        session the server lost."""
+        if fh and fh >> EPOCH_SHIFT != self.epoch:
+            raise FsError(errno.ESTALE)
+        return fh & HANDLE_MASK
+
     def give_back(self, ino: int) -> None:
         """A reference to ``ino`` that was received but never reached the kernel."""
         if ino >> EPOCH_SHIFT == self.epoch:
@@ -262,11 +284,14 @@ class ServerSession:
                 hello = self._handshake(min(self.timeout, 5.0))
             except FsError:
                 return False
+            # The epoch moves before the token, so ids resolved from here on are the new
+            # session's.  A request built a moment before and sent with the new token is the
+            # server's to refuse: no session's numbers are another's (server/handles.py).
+            self.epoch += 1
+            self._rebound.clear()
             self.id = hello.session
             self._metadata = ((SESSION_KEY, hello.session), *self._auth)
             self._hold.renew()
-            self.epoch += 1
-            self._rebound.clear()
             self.counts.reset()
             on_new_session()
             log.warning(
