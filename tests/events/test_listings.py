@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from waiting import wait_until
 
 from eventkit import drop_kernel_caches, stats, wait_settled
 
@@ -34,6 +35,29 @@ def test_a_walk_lists_many_directories_per_round_trip(watched_share):
     assert sorted(walked.split("\n")) == sorted(expected.split("\n"))
     rpc = stats(mnt)["rpc"]
     assert rpc["ListDir"]["count"] <= 5, rpc  # 111 directories
+
+
+def test_a_walk_finds_the_listings_past_the_first_ones_fetched_already(watched_share):
+    host, mnt = watched_share
+    _host_tree(host, top=40, sub=10, files=6)  # 3,241 records: more than one listing brings
+    wait_settled(host, mnt)
+    drop_kernel_caches(2)
+    stats(mnt, reset=True)
+    top = sorted(os.listdir(mnt))  # brings a first part of the tree along, breadth first
+    assert len(top) == 40
+    assert stats(mnt)["rpc"]["ListDir"]["count"] == 1
+    # The walk goes on into what came along: the rest is listed before it gets there, in the
+    # order it will get there, without another listing asked for by the kernel.
+    assert len(os.listdir(mnt / top[0])) == 10
+    wait_until(lambda: stats(mnt)["rpc"]["ListDir"]["count"] > 1, what="listings fetched ahead")
+    walked = subprocess.run(
+        ["find", str(mnt), "-printf", "%P %s\n"], capture_output=True, text=True, check=True
+    ).stdout
+    expected = subprocess.run(
+        ["find", str(host), "-printf", "%P %s\n"], capture_output=True, text=True, check=True
+    ).stdout
+    assert sorted(walked.split("\n")) == sorted(expected.split("\n"))
+    assert stats(mnt)["fuse"].get("LOOKUP", {}).get("count", 0) <= 1  # the walk's root
 
 
 def test_a_listing_fetched_ahead_is_not_served_after_a_host_change(watched_share):

@@ -3,11 +3,13 @@ this module (and the RemoteFileSystem calls that use it) handles a protocol mess
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bridgefs.change_kinds import ChangeKind
-from bridgefs.fuse.filesystem import Attr, StatFs
+from bridgefs.client.dirbuf import Record
+from bridgefs.fuse.filesystem import Attr, DirEntry, Entry, StatFs
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,29 @@ def attr_of(a: Any, owner: Owner) -> Attr:
         ctime_ns=a.ctime_ns,
         blksize=a.blksize or 4096,
     )
+
+
+def records_of(
+    entries: Any,
+    plus: bool,
+    cookie: int,
+    node: Callable[[int], int],
+    owner: Owner,
+    entry_timeout: float,
+    attr_timeout: float,
+) -> list[Record]:
+    """A listing's records (cookie: where the first one starts), their entries with node ids
+    ``node(handle)``."""
+    records = []
+    for d in entries:
+        entry = None
+        handle = 0
+        if plus and d.HasField("entry"):
+            handle = d.entry.handle
+            entry = Entry(node(handle), attr_of(d.entry.attr, owner), entry_timeout, attr_timeout)
+        records.append(Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle))
+        cookie = d.offset
+    return records
 
 
 def statfs_of(r: Any) -> StatFs:

@@ -135,6 +135,11 @@ class DirBuffer:
                 return taken, whole
             return None, whole
 
+    def whole(self) -> bool:
+        """Whether the records kept are a whole listing, from its start to its end."""
+        with self._lock:
+            return bool(self._records) and self._records[0].start == 0 and self._eof
+
     def drop_start(self) -> list[int]:
         """Forget records a new listing (from cookie 0) would be answered with: the directory
         changed.  A listing already under way goes on from what it was given, as from an open

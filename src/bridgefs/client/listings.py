@@ -71,6 +71,12 @@ class Listings:
                 buf = self._by_node[ino] = DirBuffer(self._attr_ttl)
             return buf
 
+    def has_whole(self, ino: int) -> bool:
+        """Whether a whole listing of ``ino`` is kept, none of it handed out yet."""
+        with self._lock:
+            buf = self._by_node.get(ino)
+        return buf is not None and buf.whole()
+
     def forget(self, ino: int) -> None:
         with self._lock:
             buf = self._by_node.pop(ino, None)

@@ -25,13 +25,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridgefs.client.cache_policy import CachePolicy
-from bridgefs.client.convert import Owner, attr_of, statfs_of
+from bridgefs.client.convert import Owner, attr_of, records_of, statfs_of
 from bridgefs.client.dirbuf import Record
 from bridgefs.client.facts import NO_FACTS, ReplyFacts
 from bridgefs.client.listings import Listings
 from bridgefs.client.node_writes import NodeWrites
 from bridgefs.client.releases import ReleaseQueue
 from bridgefs.client.session import CALL_TIMEOUT, EPOCH_SHIFT, ServerSession
+from bridgefs.client.walk_ahead import Listed, WalkAhead
 from bridgefs.client.writes import WriteBehind
 from bridgefs.fuse.filesystem import (
     TIME_NOW,
@@ -142,6 +143,11 @@ class RemoteFileSystem(FileSystem):
             counts.received,
             counts.give_back,
         )
+        self.ahead = WalkAhead(
+            lambda ino: self._list(ino, 0, True, SUBTREE_RECORDS, whole=True)[2],
+            self.listings.has_whole,
+            SUBTREE_RECORDS,
+        )
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._releases = (
             ReleaseQueue(self._send_releases)
@@ -209,6 +215,7 @@ class RemoteFileSystem(FileSystem):
     def _session_lost(self) -> None:
         self._stamps.clear()
         self.listings.reset()
+        self.ahead.reset()
         if self._releases is not None:
             self._releases.reset()
 
@@ -232,6 +239,7 @@ class RemoteFileSystem(FileSystem):
         self.close()
 
     def close(self) -> None:
+        self.ahead.close()
         self.session.close(self._stop_senders)
 
     def _stop_senders(self) -> None:
@@ -651,6 +659,8 @@ class RemoteFileSystem(FileSystem):
             if buf is None:
                 raise FsError(errno.EBADF)
         else:  # the kernel lists without opening (no-opendir): one ListDir per directory
+            if not offset:
+                self.ahead.asked(ino, self.session.timeout)
             buf = self.listings.of_node(ino)
         return buf.iterate(
             offset,
@@ -675,43 +685,45 @@ class RemoteFileSystem(FileSystem):
         else:
             long = self.policy.mode.cache_listings
             subtree = SUBTREE_RECORDS if plus and not cookie and long else 0
-            generation = self.listings.generation
-            reply = self._call(
-                self._stub.ListDir,
-                pb.ReadDirRequest(
-                    handle=self._h(ino),
-                    offset=cookie,
-                    plus=plus,
-                    max_entries=LISTDIR_BATCH,
-                    subtree_records=subtree,
-                ),
-            )
-            if reply.below:
-                subs = [
-                    (self._n(sub.handle), self._records(sub.entries, True)) for sub in reply.below
-                ]
-                for sub_ino, records in self.listings.keep_ahead(subs, generation):
-                    self.facts.listed_ahead(sub_ino, [r.entry for r in records])
+            records, eof, kept = self._list(ino, cookie, plus, subtree)
+            if subtree and eof:
+                self.ahead.arrived(ino, [(ino, records), *kept])
+            return records, eof
         return self._records(reply.entries, plus, cookie), reply.eof
 
+    def _list(
+        self, ino: int, cookie: int, plus: bool, subtree: int, whole: bool = False
+    ) -> tuple[list[Record], bool, Listed]:
+        """ListDir: (records, eof, listings below, kept as fetched ahead; with ``whole``, the
+        records too when they are all of the listing)."""
+        generation = self.listings.generation
+        reply = self._call(
+            self._stub.ListDir,
+            pb.ReadDirRequest(
+                handle=self._h(ino),
+                offset=cookie,
+                plus=plus,
+                max_entries=LISTDIR_BATCH,
+                subtree_records=subtree,
+            ),
+        )
+        records = self._records(reply.entries, plus, cookie)
+        subs = [(self._n(sub.handle), self._records(sub.entries, True)) for sub in reply.below]
+        if whole:
+            if reply.eof:
+                subs.insert(0, (ino, records))
+            else:
+                self.listings.give_back([r.handle for r in records if r.handle])
+        kept = self.listings.keep_ahead(subs, generation) if subs else []
+        for sub_ino, sub_records in kept:
+            self.facts.listed_ahead(sub_ino, [r.entry for r in sub_records])
+        return records, reply.eof, kept
+
     def _records(self, entries: Any, plus: bool, cookie: int = 0) -> list[Record]:
-        records = []
-        for d in entries:
-            entry = None
-            handle = 0
-            if plus and d.HasField("entry"):
-                handle = d.entry.handle
-                entry = Entry(
-                    ino=self._n(handle),
-                    attr=self._attr(d.entry.attr),
-                    entry_timeout=self.entry_timeout,
-                    attr_timeout=self.attr_timeout,
-                )
-            records.append(
-                Record(cookie, DirEntry(d.name, d.ino, d.dtype, d.offset, entry), handle)
-            )
-            cookie = d.offset
-        return records
+        mode = self.policy.mode
+        return records_of(
+            entries, plus, cookie, self._n, self.owner, mode.entry_timeout, mode.attr_timeout
+        )
 
     def releasedir(self, ctx: Context, ino: int, fh: int) -> None:
         self.listings.closed(fh)
