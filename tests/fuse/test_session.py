@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from waiting import PATIENCE
+from waiting import PATIENCE, wait_until
 
 from bridgefs.fuse import device
 from bridgefs.fuse.filesystem import Context, FsError
@@ -144,13 +144,15 @@ def test_a_walk_of_100000_files_is_forgotten_without_leak(tmp_path):
         for _root, _dirs, files in os.walk(s.mountpoint):
             seen += len(files)
         assert seen == 100_000
-        assert len(counts) >= 100_000  # the kernel holds them all
-        for _ in range(50):
+        # The kernel holds most of them (reclaim, or another process dropping caches, may
+        # already have made it forget some).
+        assert len(counts) >= 50_000
+
+        def forgotten() -> bool:
             _drop_kernel_caches()
-            if len(counts) == 0:
-                break
-            time.sleep(0.1)
-        assert len(counts) == 0, f"{len(counts)} nodes still counted after the kernel forgot"
+            return len(counts) == 0
+
+        wait_until(forgotten, what="every node forgotten once the kernel dropped its caches")
         assert fs.node_count() == 100_000 + 100 + 1  # nothing freed that is still linked
 
 
@@ -165,12 +167,12 @@ def test_unlinked_file_lives_until_the_kernel_lets_go(tmp_path):
         os.unlink(path)
         assert os.pread(fd, 10, 0) == b"data"
         os.close(fd)
-        for _ in range(50):
+
+        def freed() -> bool:
             _drop_kernel_caches()
-            if fs.node_count() == before:
-                break
-            time.sleep(0.1)
-        assert fs.node_count() == before
+            return fs.node_count() == before
+
+        wait_until(freed, what="the unlinked file's node freed once the kernel let go")
 
 
 def _run_memfs_cli(mnt):

@@ -268,7 +268,8 @@ def test_killed_client_frees_its_session(tmp_path, host_dir):
             for i in range(2000):  # a node, so a descriptor on the server, for each file
                 os.stat(killed_mnt / f"f{i}")
             held = _server_fds(server)
-            assert held >= before + 2000
+            # Most of them: reclaim may already have made the kernel forget a few.
+            assert held >= before + 1000
             client.kill()  # by pid: the one this test started
             client.wait(30)
             wait_until(
