@@ -144,9 +144,8 @@ def test_a_walk_of_100000_files_is_forgotten_without_leak(tmp_path):
         for _root, _dirs, files in os.walk(s.mountpoint):
             seen += len(files)
         assert seen == 100_000
-        # The kernel holds most of them (reclaim, or another process dropping caches, may
-        # already have made it forget some).
-        assert len(counts) >= 50_000
+        # How many the kernel still holds now is not asserted: reclaim, or another process
+        # dropping caches, may already have made it forget any number of them.
 
         def forgotten() -> bool:
             _drop_kernel_caches()
