@@ -11,6 +11,7 @@ a client whose connection breaks and comes back keeps its session."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -265,17 +266,22 @@ def test_killed_client_frees_its_session(tmp_path, host_dir):
         assert (other_mnt / "f1").read_bytes() == b"1\n"
         before = _server_fds(server)
         with remote_mount(address, "share", killed_mnt) as client:
-            for i in range(2000):  # a node, so a descriptor on the server, for each file
-                os.stat(killed_mnt / f"f{i}")
-            held = _server_fds(server)
-            # Most of them: reclaim may already have made the kernel forget a few.
-            assert held >= before + 1000
-            client.kill()  # by pid: the one this test started
-            client.wait(30)
-            wait_until(
-                lambda: _server_fds(server) <= before + 8,
-                what=f"the server closes the killed client's {held - before} descriptors",
-            )
+            # A node, so a descriptor on the server, for each file; kept open so that the
+            # kernel cannot forget them (reclaim, another process dropping caches).
+            opened = [os.open(killed_mnt / f"f{i}", os.O_RDONLY) for i in range(2000)]
+            try:
+                held = _server_fds(server)
+                assert held >= before + 2000
+                client.kill()  # by pid: the one this test started
+                client.wait(30)
+                wait_until(
+                    lambda: _server_fds(server) <= before + 8,
+                    what=f"the server closes the killed client's {held - before} descriptors",
+                )
+            finally:
+                for fd in opened:
+                    with contextlib.suppress(OSError):  # ENOTCONN once the client is gone
+                        os.close(fd)
         # The other client's session is untouched.
         assert (other_mnt / "f2").read_bytes() == b"2\n"
         (other_mnt / "new").write_bytes(b"still served\n")
