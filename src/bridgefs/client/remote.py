@@ -143,11 +143,7 @@ class RemoteFileSystem(FileSystem):
             counts.received,
             counts.give_back,
         )
-        self.ahead = WalkAhead(
-            lambda ino: self._list(ino, 0, True, SUBTREE_RECORDS, whole=True)[2],
-            self.listings.has_whole,
-            SUBTREE_RECORDS,
-        )
+        self.ahead = WalkAhead(self._list_ahead, self.listings.has_whole, SUBTREE_RECORDS)
         self._stamps: dict[int, tuple[int, int, int]] = {}
         self._releases = (
             ReleaseQueue(self._send_releases)
@@ -718,6 +714,11 @@ class RemoteFileSystem(FileSystem):
         for sub_ino, sub_records in kept:
             self.facts.listed_ahead(sub_ino, [r.entry for r in sub_records])
         return records, reply.eof, kept
+
+    def _list_ahead(self, ino: int) -> Listed:
+        if not self.policy.mode.cache_listings:  # the events stopped since the walk began
+            return ()
+        return self._list(ino, 0, True, SUBTREE_RECORDS, whole=True)[2]
 
     def _records(self, entries: Any, plus: bool, cookie: int = 0) -> list[Record]:
         mode = self.policy.mode
