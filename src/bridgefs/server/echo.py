@@ -235,9 +235,12 @@ class EchoLog:
             if node is not None:
                 item.node = node
 
-    def _node_begin(self, key: Key, before: Stamp | None = None) -> None:
-        """A call of the session is about to change the node, found with stamp ``before``."""
+    def _node_begin(self, key: Key, measure: Callable[[], Stamp | None]) -> None:
+        """A call of the session is about to change the node; ``measure`` stats it, under the
+        lock, so that no other call of the session ends between that stat and the comparison
+        (one that did would make its own new state look like someone else's)."""
         with self._lock:
+            before = measure()
             rec = self._get(self._nodes, key, _Node)
             if (
                 not rec.pending
@@ -249,10 +252,18 @@ class EchoLog:
                 rec.foreign = True
             rec.pending += 1
 
-    def _node_end(self, key: Key, stamp: Stamp | None, counted: bool = True) -> None:
+    def _node_end(
+        self, key: Key, measure: Callable[[], Stamp | None], counted: bool = True
+    ) -> None:
+        """A call of the session changed the node; ``measure`` stats it.  The stat is taken under
+        the lock: two calls ending together then record their stamps in the order they were
+        taken, so the last one recorded is the node's latest (taken outside, a call that stat'ed
+        before another's write could record its older stamp last, and the node's real state
+        would look like someone else's change)."""
         with self._lock:
             if not self._watching:
                 return
+            stamp = measure()
             rec = self._get(self._nodes, key, _Node)
             if counted and rec.pending:
                 rec.pending -= 1
@@ -302,6 +313,10 @@ class EchoLog:
         if stamp == rec.last:
             return True
         now = probe.again() if probe.again is not None else None
+        if now is None and probe.again is not None:
+            # Gone from the path since the first stat (the session's rename or unlink that
+            # followed the change): as for a change found gone, the name still expected decides.
+            return any(self._lookup_names(pkey, name) for pkey, name in probe.entries)
         return now is not None and now[0] == key and now[1] == rec.last
 
     def _news_at(self, probe: Probe) -> None:

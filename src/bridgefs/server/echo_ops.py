@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
 from bridgefs.change_kinds import ChangeKind
@@ -86,7 +87,7 @@ class EntryOp:
             key = (dkey[0], dkey[1], name)
             self.keys.append((key, dirfd, name, kinds, self.log._expect(key, kinds, n)))
             # The directory's stamp changes too: pending until its new stamp is known.
-            self.log._node_begin(dkey, stamp_of(dst))
+            self.log._node_begin(dkey, _fd_stamp(dirfd))
             self.dirs.append((dirfd, dkey))
             if kinds is not ADD:
                 self._keep(dirfd, name)
@@ -111,7 +112,7 @@ class EntryOp:
             os.close(fd)
             return
         key = key_of(st)
-        self.log._node_begin(key, stamp_of(st))
+        self.log._node_begin(key, _fd_stamp(fd))
         self.kept.append((fd, key))
 
     def cancel(self) -> None:
@@ -137,21 +138,34 @@ class EntryOp:
                 continue
             if kinds is ADD and exc_type is None:
                 self.log._done(item, key_of(st))
-            self.log._node_end(key_of(st), stamp_of(st), counted=False)
+            self.log._node_end(key_of(st), _named_stamp(dirfd, checked), counted=False)
         for fd, node_key in self.kept:
             try:
-                stamp: Stamp | None = stamp_of(os.fstat(fd))
-            except OSError:
-                stamp = None
+                self.log._node_end(node_key, _fd_stamp(fd))
             finally:
                 os.close(fd)
-            self.log._node_end(node_key, stamp)
         for dirfd, dkey in self.dirs:
-            try:
-                stamp = stamp_of(os.fstat(dirfd))
-            except OSError:
-                stamp = None
-            self.log._node_end(dkey, stamp)
+            self.log._node_end(dkey, _fd_stamp(dirfd))
+
+
+def _fd_stamp(fd: int) -> Callable[[], Stamp | None]:
+    def measure() -> Stamp | None:
+        try:
+            return stamp_of(os.fstat(fd))
+        except OSError:
+            return None
+
+    return measure
+
+
+def _named_stamp(dirfd: int, name: Name) -> Callable[[], Stamp | None]:
+    def measure() -> Stamp | None:
+        try:
+            return stamp_of(at.stat(dirfd, name))
+        except OSError:
+            return None
+
+    return measure
 
 
 def _component(name: bytes) -> Name | None:
@@ -175,14 +189,10 @@ class NodeOp:
             self.key = None
             return self
         self.key = key_of(st)
-        self.log._node_begin(self.key, stamp_of(st))
+        self.log._node_begin(self.key, _fd_stamp(self.fd))
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.key is None:
             return
-        try:
-            stamp = stamp_of(os.fstat(self.fd))
-        except OSError:
-            stamp = None
-        self.log._node_end(self.key, stamp)
+        self.log._node_end(self.key, _fd_stamp(self.fd))
