@@ -1,4 +1,6 @@
+import os
 import pathlib
+import subprocess
 import sys
 import uuid
 
@@ -87,3 +89,19 @@ def share(tmp_path, host_dir, transport):
     with bridgefs_server({"share": str(host_dir)}, transport) as (address, _server):
         with remote_mount(address, "share", mnt):
             yield host_dir, mnt, address
+
+
+@pytest.fixture
+def busy_cores():
+    """One lowest-priority busy loop per core for the length of the test, each stopped by its
+    pid: a server's watcher then falls seconds behind the changes it reports."""
+    hogs = [
+        subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from eventkit import SETTLE_CHANGES, not_settling, wait_settled
 
 FILES = 3000
@@ -22,22 +20,6 @@ for i in range(w, {FILES}, {WRITERS}):
     with open(f"{{d}}/f{{i:05d}}.txt", "wb") as f:
         f.write(b"x" * 1024)
 """
-
-
-@pytest.fixture
-def busy_cores():
-    """One lowest-priority busy loop per core for the length of the test, each stopped by its
-    pid: the server's watcher then falls seconds behind the changes it reports."""
-    hogs = [
-        subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
-        for _ in range(os.cpu_count() or 1)
-    ]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait(10)
 
 
 def test_own_changes_are_heard_once_under_load(watched_share, inotify, busy_cores):

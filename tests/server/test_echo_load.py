@@ -8,7 +8,6 @@ so once a host change made after the last call has come, every earlier change ha
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 
 import pytest
@@ -21,22 +20,6 @@ THREADS = 4
 FILES = 150  # per thread: each file created, written, renamed; one hot file written by all
 HOT_WRITES = 3  # writes to the hot file per file made
 PATIENCE = 600.0  # only how long a failure takes
-
-
-@pytest.fixture
-def busy_cores():
-    """One lowest-priority busy loop per core, each stopped by its pid: the server's watcher
-    then falls behind the changes it reports."""
-    hogs = [
-        subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
-        for _ in range(os.cpu_count() or 1)
-    ]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait(10)
 
 
 def _work(client, t: int, hot, errors: list) -> None:
